@@ -1,0 +1,52 @@
+"""Errors of the serving layer.
+
+TuneloopError
+ ├── EngineUnavailable      vLLM is down, starting, or timed out: retry later
+ ├── EngineRejected         vLLM answered with an error (e.g. an adapter it refuses)
+ ├── InvalidQuestion        empty, or over the size limit
+ ├── NotFound               an interaction, correction, version or run id that does not exist
+ ├── Conflict               a state that forbids the action (a correction already reviewed, a cycle running)
+ └── Forbidden              the user lacks the role the action needs
+"""
+
+from __future__ import annotations
+
+
+class TuneloopError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class EngineUnavailable(TuneloopError):
+    status_code = 503
+    code = "engine_unavailable"
+
+
+class EngineRejected(TuneloopError):
+    status_code = 502
+    code = "engine_rejected"
+
+
+class InvalidQuestion(TuneloopError):
+    status_code = 422
+    code = "invalid_question"
+
+
+class NotFound(TuneloopError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(TuneloopError):
+    status_code = 409
+    code = "conflict"
+
+
+class Forbidden(TuneloopError):
+    status_code = 403
+    code = "forbidden"

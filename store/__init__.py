@@ -1,0 +1,1 @@
+"""The SQL store: tables, repository functions, engine and migrations. Imports nothing else of ours."""

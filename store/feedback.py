@@ -1,0 +1,108 @@
+"""Votes and corrections: one vote per user per interaction; corrections pass a review."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from store.models import Correction, CorrectionStatus, Feedback, Interaction, utcnow
+
+
+def record_vote(*, session: Session, interaction_id: int, user_id: str, vote: int) -> Feedback:
+    """Record +1/-1; a later vote by the same user replaces the earlier one."""
+    if vote not in (1, -1):
+        raise ValueError("vote must be +1 or -1")
+    if session.get(Interaction, interaction_id) is None:
+        raise LookupError(f"interaction {interaction_id} does not exist")
+    for _attempt in range(2):
+        existing = session.exec(
+            select(Feedback).where(Feedback.interaction_id == interaction_id, Feedback.user_id == user_id)
+        ).first()
+        if existing is not None:
+            existing.vote = vote
+            existing.updated_at = utcnow()
+            session.add(existing)
+            session.commit()
+            session.refresh(existing)
+            return existing
+        created = Feedback(interaction_id=interaction_id, user_id=user_id, vote=vote)
+        session.add(created)
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent first vote by the same user won the insert: replace it instead.
+            session.rollback()
+            continue
+        session.refresh(created)
+        return created
+    raise RuntimeError("could not record the vote")
+
+
+def vote_totals(*, session: Session) -> dict[int, tuple[int, int]]:
+    """interaction id -> (up votes, down votes)."""
+    rows = session.exec(
+        select(Feedback.interaction_id, Feedback.vote, func.count()).group_by(
+            col(Feedback.interaction_id), col(Feedback.vote)
+        )
+    ).all()
+    totals: dict[int, tuple[int, int]] = {}
+    for interaction_id, vote, count in rows:
+        ups, downs = totals.get(interaction_id, (0, 0))
+        totals[interaction_id] = (ups + count, downs) if vote > 0 else (ups, downs + count)
+    return totals
+
+
+def create_correction(
+    *, session: Session, interaction_id: int, author_id: str, text: str, approved: bool
+) -> Correction:
+    if session.get(Interaction, interaction_id) is None:
+        raise LookupError(f"interaction {interaction_id} does not exist")
+    correction = Correction(interaction_id=interaction_id, author_id=author_id, text=text)
+    if approved:
+        correction.status = CorrectionStatus.approved
+        correction.reviewer_id = author_id
+        correction.reviewed_at = utcnow()
+    session.add(correction)
+    session.commit()
+    session.refresh(correction)
+    return correction
+
+
+def review_correction(*, session: Session, correction_id: int, reviewer_id: str, approve: bool) -> Correction:
+    correction = session.get(Correction, correction_id)
+    if correction is None:
+        raise LookupError(f"correction {correction_id} does not exist")
+    if correction.status != CorrectionStatus.pending:
+        raise ValueError(f"correction {correction_id} is already {correction.status}")
+    correction.status = CorrectionStatus.approved if approve else CorrectionStatus.rejected
+    correction.reviewer_id = reviewer_id
+    correction.reviewed_at = utcnow()
+    session.add(correction)
+    session.commit()
+    session.refresh(correction)
+    return correction
+
+
+def get_correction(*, session: Session, correction_id: int) -> Correction | None:
+    return session.get(Correction, correction_id)
+
+
+def list_corrections(*, session: Session, status: str | None = None) -> list[Correction]:
+    statement = select(Correction).order_by(col(Correction.id))
+    if status is not None:
+        statement = statement.where(Correction.status == status)
+    return list(session.exec(statement).all())
+
+
+def count_new_feedback(*, session: Session, since: datetime | None) -> int:
+    """Approved corrections and votes newer than `since` (everything when None)."""
+    corrections = select(func.count()).select_from(Correction).where(
+        Correction.status == CorrectionStatus.approved
+    )
+    votes = select(func.count()).select_from(Feedback)
+    if since is not None:
+        corrections = corrections.where(col(Correction.reviewed_at) > since)
+        votes = votes.where(col(Feedback.updated_at) > since)
+    return int(session.exec(corrections).one()) + int(session.exec(votes).one())

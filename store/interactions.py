@@ -1,0 +1,96 @@
+"""Interactions: a question, its thread context, and the answer with the adapter that gave it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from store.models import Interaction, InteractionStatus
+
+
+def create_interaction(
+    *,
+    session: Session,
+    user_id: str,
+    source: str,
+    question: str,
+    context: list[dict[str, Any]] | None = None,
+    channel: str | None = None,
+    thread_ts: str | None = None,
+    message_ts: str | None = None,
+) -> Interaction:
+    interaction = Interaction(
+        user_id=user_id,
+        source=source,
+        question=question,
+        context=context or [],
+        channel=channel,
+        thread_ts=thread_ts,
+        message_ts=message_ts,
+    )
+    session.add(interaction)
+    session.commit()
+    session.refresh(interaction)
+    return interaction
+
+
+def record_answer(
+    *, session: Session, interaction_id: int, answer: str, adapter_version: str, latency_ms: int
+) -> Interaction:
+    interaction = _get_or_raise(session, interaction_id)
+    interaction.answer = answer
+    interaction.adapter_version = adapter_version
+    interaction.latency_ms = latency_ms
+    interaction.status = InteractionStatus.answered
+    interaction.error = None
+    session.add(interaction)
+    session.commit()
+    session.refresh(interaction)
+    return interaction
+
+
+def record_failure(*, session: Session, interaction_id: int, error: str, latency_ms: int) -> Interaction:
+    interaction = _get_or_raise(session, interaction_id)
+    interaction.status = InteractionStatus.failed
+    interaction.error = error
+    interaction.latency_ms = latency_ms
+    session.add(interaction)
+    session.commit()
+    session.refresh(interaction)
+    return interaction
+
+
+def set_message_ts(*, session: Session, interaction_id: int, message_ts: str) -> None:
+    interaction = _get_or_raise(session, interaction_id)
+    interaction.message_ts = message_ts
+    session.add(interaction)
+    session.commit()
+
+
+def get_interaction(*, session: Session, interaction_id: int) -> Interaction | None:
+    return session.get(Interaction, interaction_id)
+
+
+def find_by_message(*, session: Session, channel: str, message_ts: str) -> Interaction | None:
+    statement = select(Interaction).where(Interaction.channel == channel, Interaction.message_ts == message_ts)
+    return session.exec(statement).first()
+
+
+def list_interactions(*, session: Session, limit: int = 50) -> list[Interaction]:
+    statement = select(Interaction).order_by(col(Interaction.id).desc()).limit(limit)
+    return list(session.exec(statement).all())
+
+
+def list_answered(*, session: Session) -> list[Interaction]:
+    statement = (
+        select(Interaction).where(Interaction.status == InteractionStatus.answered).order_by(col(Interaction.id))
+    )
+    return list(session.exec(statement).all())
+
+
+def _get_or_raise(session: Session, interaction_id: int) -> Interaction:
+    interaction = session.get(Interaction, interaction_id)
+    if interaction is None:
+        raise LookupError(f"interaction {interaction_id} does not exist")
+    return interaction

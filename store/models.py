@@ -1,0 +1,123 @@
+"""SQLModel tables: one per concept. The store imports nothing else of ours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class InteractionStatus(StrEnum):
+    pending = "pending"
+    answered = "answered"
+    failed = "failed"
+
+
+class CorrectionStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class AdapterStatus(StrEnum):
+    ready = "ready"
+    active = "active"
+    rejected = "rejected"
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    skipped = "skipped"
+
+
+BASE_VERSION = "base"
+
+
+class Interaction(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    user_id: str = Field(index=True, max_length=128)
+    source: str = Field(max_length=32)
+    channel: str | None = Field(default=None, max_length=64)
+    thread_ts: str | None = Field(default=None, max_length=64)
+    message_ts: str | None = Field(default=None, max_length=64)
+    question: str = Field(sa_column=Column(Text, nullable=False))
+    # Earlier turns of the thread, as chat messages: [{"role": ..., "content": ...}].
+    context: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    answer: str | None = Field(default=None, sa_column=Column(Text))
+    adapter_version: str | None = Field(default=None, max_length=32)
+    latency_ms: int | None = None
+    status: str = Field(default=InteractionStatus.pending, max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Feedback(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("interaction_id", "user_id", name="uq_feedback_interaction_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", index=True)
+    user_id: str = Field(max_length=128)
+    vote: int  # +1 or -1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Correction(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", index=True)
+    author_id: str = Field(max_length=128)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=CorrectionStatus.pending, max_length=16, index=True)
+    reviewer_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    reviewed_at: datetime | None = Field(default=None, index=True)
+
+
+class AdapterVersion(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(unique=True, max_length=32)  # "base", "v0001", ...
+    path: str | None = Field(default=None, sa_column=Column(Text))  # None for the base model
+    run_id: int | None = Field(default=None, foreign_key="trainingrun.id")
+    status: str = Field(default=AdapterStatus.ready, max_length=16)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    promoted_at: datetime | None = None
+
+
+class TrainingRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    trigger: str = Field(max_length=32)  # cli, api, nightly, slack
+    triggered_by: str | None = Field(default=None, max_length=128)
+    status: str = Field(default=RunStatus.queued, max_length=16, index=True)
+    stage: str | None = Field(default=None, max_length=32)
+    # Live progress of the current stage: step, total, loss, eta_s.
+    progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    timings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    adapter_version: str | None = Field(default=None, max_length=32)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class AuditEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=128)
+    source: str = Field(max_length=32)
+    action: str = Field(max_length=64)
+    target: str | None = Field(default=None, max_length=128)
+    outcome: str = Field(default="ok", max_length=16)  # ok, refused, failed
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,120 @@
+"""The one configuration object: built once in each entry point and passed down, never a global."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
+
+
+class StoreSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Unset: SQLite in the data dir. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db",
+    )
+
+
+class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    vllm_host: str = "127.0.0.1"
+    vllm_port: int = 8100
+    vllm_url: str | None = Field(
+        default=None, description="Use an already running vLLM server instead of starting one."
+    )
+    base_model: Path | None = Field(
+        default=None, description="Any local Hugging Face model folder. Unset: the bundled SmolLM2-135M."
+    )
+    served_model_name: str = "tuneloop-base"
+    dtype: str = Field(default="float32", description="float32 is faster than bfloat16 on AVX2-only CPUs.")
+    cpu_kv_cache_gib: int = 2
+    max_model_len: int = 2048
+    max_lora_rank: int = 16
+    max_loras: int = Field(default=3, description="Active, previous (instant rollback) and a candidate.")
+    startup_timeout_s: float = 600.0
+    request_timeout_s: float = 120.0
+    max_question_chars: int = 4000
+    max_answer_tokens: int = 200
+    temperature: float = 0.0
+    system_prompt: str = "You are a helpful assistant for the employees of this company. Answer briefly."
+    extra_vllm_args: list[str] = Field(default_factory=list)
+
+
+class TrainingSettings(BaseModel):
+    nightly_cron: str = Field(default="0 2 * * *", description="Crontab, in the service's local time.")
+    nightly_enabled: bool = True
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    sft_epochs: int = 8
+    sft_learning_rate: float = 1e-3
+    dpo_epochs: int = 2
+    dpo_learning_rate: float = 5e-5
+    dpo_beta: float = 0.1
+    batch_size: int = 8
+    paraphrases_per_question: int = 4
+    seed: int = 1234
+
+
+class AccessSettings(BaseModel):
+    reviewers: list[str] = Field(default_factory=list, description="User ids whose corrections need no review.")
+    admins: list[str] = Field(default_factory=list, description="User ids allowed to retrain/promote/roll back.")
+
+
+class SlackSettings(BaseModel):
+    api_url: str = "https://slack.com/api/"
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    app_token: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TUNELOOP_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    data_dir: Path = Path("./var")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    # Slack's own variable names are accepted beside the TUNELOOP_SLACK__* ones.
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
+    )
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
+
+    def model_post_init(self, __context: object) -> None:
+        self.slack.bot_token = self.slack.bot_token or self.slack_bot_token
+        self.slack.signing_secret = self.slack.signing_secret or self.slack_signing_secret
+        self.slack.app_token = self.slack.app_token or self.slack_app_token
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{(self.data_dir / 'tuneloop.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def base_model_dir(self) -> Path:
+        return self.serving.base_model or self.models_dir / DEFAULT_BASE_MODEL_DIRNAME
+
+    @property
+    def vllm_base_url(self) -> str:
+        return self.serving.vllm_url or f"http://{self.serving.vllm_host}:{self.serving.vllm_port}"
