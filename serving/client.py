@@ -39,6 +39,15 @@ class InferenceClient:
         data = await self._request("POST", "/v1/chat/completions", json=payload)
         return str(data["choices"][0]["message"]["content"] or "")
 
+    async def sample(
+        self, *, model: str, messages: list[Message], n: int, max_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        """n independent completions of one prompt (used to write paraphrases)."""
+        payload = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                   "n": n, "seed": seed}
+        data = await self._request("POST", "/v1/chat/completions", json=payload)
+        return [str(choice["message"]["content"] or "") for choice in data["choices"]]
+
     async def chat_stream(
         self, *, model: str, messages: list[Message], max_tokens: int, temperature: float
     ) -> AsyncIterator[str]:

@@ -16,10 +16,12 @@ class TuneloopError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, interaction_id: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Set when the failed request was still recorded, so the caller can cite it.
+        self.interaction_id = interaction_id
 
 
 class EngineUnavailable(TuneloopError):

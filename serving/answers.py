@@ -1,0 +1,182 @@
+"""The answer service: record the question, ask vLLM under the active adapter, record the answer.
+
+The question is written before the model is asked, so that a dead model server or an unusable input
+loses nothing: the interaction is kept with status "failed" and the cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from serving.client import InferenceClient, Message
+from serving.errors import EngineRejected, InvalidQuestion, TuneloopError
+from serving.registry import AdapterRegistry
+from store import interactions as interaction_repo
+from store.db import session_scope
+
+log = logging.getLogger(__name__)
+
+# Keep the prompt inside the model's window: the newest turns of a thread matter most.
+MAX_CONTEXT_CHARS = 4000
+
+
+@dataclass(kw_only=True)
+class AnswerSettings:
+    system_prompt: str
+    max_question_chars: int
+    max_answer_tokens: int
+    temperature: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    interaction_id: int
+    text: str
+    adapter_version: str
+    latency_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Question:
+    text: str
+    user_id: str
+    source: str
+    context: list[Message] | None = None
+    channel: str | None = None
+    thread_ts: str | None = None
+    message_ts: str | None = None
+
+
+def build_messages(*, system_prompt: str, context: list[Message], question: str) -> list[Message]:
+    kept: list[Message] = []
+    budget = MAX_CONTEXT_CHARS
+    for turn in reversed(context):
+        budget -= len(turn.get("content", ""))
+        if budget < 0:
+            break
+        kept.insert(0, {"role": turn["role"], "content": turn["content"]})
+    return [{"role": "system", "content": system_prompt}, *kept, {"role": "user", "content": question}]
+
+
+class AnswerService:
+    def __init__(
+        self, *, engine: Engine, client: InferenceClient, registry: AdapterRegistry, settings: AnswerSettings
+    ) -> None:
+        self._engine = engine
+        self._client = client
+        self._registry = registry
+        self._settings = settings
+
+    def record_question(self, question: Question) -> int:
+        with session_scope(self._engine) as session:
+            interaction = interaction_repo.create_interaction(
+                session=session,
+                user_id=question.user_id,
+                source=question.source,
+                question=question.text,
+                context=[dict(turn) for turn in question.context or []],
+                channel=question.channel,
+                thread_ts=question.thread_ts,
+                message_ts=question.message_ts,
+            )
+        assert interaction.id is not None
+        return interaction.id
+
+    def validate(self, text: str) -> None:
+        if not text.strip():
+            raise InvalidQuestion("the question is empty", hint="Write a question after the mention.")
+        if len(text) > self._settings.max_question_chars:
+            raise InvalidQuestion(
+                f"the question is {len(text):,} characters; the limit is {self._settings.max_question_chars:,}",
+                hint="Shorten it, or ask about one part at a time.",
+            )
+
+    async def ask(self, question: Question) -> Answer:
+        chunks = [chunk async for chunk in self.ask_stream(question)]
+        final = chunks[-1]
+        assert isinstance(final, Answer)
+        return final
+
+    async def ask_stream(self, question: Question) -> AsyncIterator[str | Answer]:
+        """Yield text deltas, then one final Answer. Raises TuneloopError after recording the failure."""
+        interaction_id = self.record_question(question)
+        started = time.perf_counter()
+        log.info("answer.start interaction=%s source=%s chars=%d", interaction_id, question.source,
+                 len(question.text))
+        try:
+            self.validate(question.text)
+            messages = build_messages(
+                system_prompt=self._settings.system_prompt,
+                context=question.context or [],
+                question=question.text.strip(),
+            )
+            parts: list[str] = []
+            async with self._registry.use() as adapter:
+                async for delta in self._stream_with_restore(adapter.model, messages):
+                    parts.append(delta)
+                    yield delta
+            text = "".join(parts).strip()
+        except TuneloopError as error:
+            self._record_failure(interaction_id, started, error)
+            error.interaction_id = interaction_id
+            raise
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        with session_scope(self._engine) as session:
+            interaction_repo.record_answer(
+                session=session,
+                interaction_id=interaction_id,
+                answer=text,
+                adapter_version=adapter.version,
+                latency_ms=latency_ms,
+            )
+        log.info("answer.done interaction=%s adapter=%s latency_ms=%d", interaction_id, adapter.version,
+                 latency_ms)
+        yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version,
+                     latency_ms=latency_ms)
+
+    async def _stream_with_restore(self, model: str, messages: list[Message]) -> AsyncIterator[str]:
+        try:
+            async for delta in self._client.chat_stream(
+                model=model,
+                messages=messages,
+                max_tokens=self._settings.max_answer_tokens,
+                temperature=self._settings.temperature,
+            ):
+                yield delta
+        except EngineRejected as error:
+            # vLLM restarted and forgot its runtime adapters: load them again and retry once.
+            if "does not exist" not in error.message:
+                raise
+            log.warning("answer.adapter_missing model=%s: restoring adapters", model)
+            adapter = await self._registry.restore()
+            async for delta in self._client.chat_stream(
+                model=adapter.model,
+                messages=messages,
+                max_tokens=self._settings.max_answer_tokens,
+                temperature=self._settings.temperature,
+            ):
+                yield delta
+
+    def _record_failure(self, interaction_id: int, started: float, error: TuneloopError) -> None:
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        with session_scope(self._engine) as session:
+            interaction_repo.record_failure(
+                session=session, interaction_id=interaction_id, error=f"{error.code}: {error.message}",
+                latency_ms=latency_ms,
+            )
+        log.warning("answer.failed interaction=%s code=%s error=%s", interaction_id, error.code, error.message)
+
+
+def answer_to_json(answer: Answer) -> dict[str, Any]:
+    return {
+        "interaction_id": answer.interaction_id,
+        "answer": answer.text,
+        "adapter_version": answer.adapter_version,
+        "latency_ms": answer.latency_ms,
+    }

@@ -1,0 +1,1 @@
+"""HTTP API: FastAPI routers, one module per feature, each with attach_router(app)."""

@@ -1,0 +1,89 @@
+"""Admin HTTP API: retrain, runs, adapters, promote, roll back, audit, dataset export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, Field
+
+from serving.admin import run_to_json
+from serving.api.deps import ServicesDep
+from serving.errors import NotFound, TuneloopError
+from store import audit as audit_repo
+from store import runs as run_repo
+from store.db import session_scope
+
+router = APIRouter(prefix="/admin")
+
+
+class ActorRequest(BaseModel):
+    user: str = Field(min_length=1, max_length=128)
+
+
+class VersionRequest(ActorRequest):
+    version: str | None = None
+
+
+@router.post("/train", status_code=202)
+async def train(body: ActorRequest, services: ServicesDep) -> dict[str, Any]:
+    run_id = await services.admin.retrain(user_id=body.user, source="api")
+    return {"run_id": run_id}
+
+
+@router.get("/runs")
+async def list_runs(services: ServicesDep, limit: int = 20) -> dict[str, Any]:
+    with session_scope(services.engine) as session:
+        runs = run_repo.list_runs(session=session, limit=limit)
+    return {"runs": [run_to_json(run) for run in runs]}
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: int, services: ServicesDep) -> dict[str, Any]:
+    with session_scope(services.engine) as session:
+        run = run_repo.get_run(session=session, run_id=run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist")
+    return run_to_json(run)
+
+
+@router.get("/adapters")
+async def adapters(services: ServicesDep) -> dict[str, Any]:
+    return {"active": services.registry.active.version, "versions": services.admin.versions()}
+
+
+@router.get("/status")
+async def status(services: ServicesDep) -> dict[str, Any]:
+    return services.admin.status()
+
+
+@router.post("/promote")
+async def promote(body: VersionRequest, services: ServicesDep) -> dict[str, Any]:
+    if not body.version:
+        raise NotFound("promote needs a version", hint="List versions with `tuneloop adapters`.")
+    adapter = await services.admin.promote(version=body.version, user_id=body.user, source="api")
+    return {"active": adapter.version, "swap_ms": services.registry.last_swap_ms}
+
+
+@router.post("/rollback")
+async def rollback(body: VersionRequest, services: ServicesDep) -> dict[str, Any]:
+    adapter = await services.admin.rollback(version=body.version, user_id=body.user, source="api")
+    return {"active": adapter.version, "swap_ms": services.registry.last_swap_ms}
+
+
+@router.get("/audit")
+async def audit(services: ServicesDep, limit: int = 100) -> dict[str, Any]:
+    with session_scope(services.engine) as session:
+        events = audit_repo.list_audit(session=session, limit=limit)
+    return {"events": [event.model_dump(mode="json") for event in events]}
+
+
+@router.get("/dataset")
+async def dataset(services: ServicesDep) -> dict[str, Any]:
+    if services.export_datasets is None:
+        raise TuneloopError("dataset export is not available in this process")
+    return await services.export_datasets()
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

@@ -1,0 +1,77 @@
+"""Votes, corrections and their review: the one place the API and the Slack bot record feedback."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+
+from serving.access import AccessPolicy
+from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound
+from store import feedback as feedback_repo
+from store import interactions as interaction_repo
+from store.db import session_scope
+from store.models import Correction, Feedback
+
+log = logging.getLogger(__name__)
+
+MAX_CORRECTION_CHARS = 8000
+
+
+class FeedbackService:
+    def __init__(self, *, engine: Engine, access: AccessPolicy) -> None:
+        self._engine = engine
+        self._access = access
+
+    def vote(self, *, interaction_id: int, user_id: str, vote: int) -> Feedback:
+        with session_scope(self._engine) as session:
+            try:
+                feedback = feedback_repo.record_vote(
+                    session=session, interaction_id=interaction_id, user_id=user_id, vote=vote
+                )
+            except LookupError as error:
+                raise NotFound(str(error)) from error
+        log.info("feedback.vote interaction=%s vote=%+d", interaction_id, vote)
+        return feedback
+
+    def correct(self, *, interaction_id: int, user_id: str, text: str) -> Correction:
+        text = text.strip()
+        with session_scope(self._engine) as session:
+            interaction = interaction_repo.get_interaction(session=session, interaction_id=interaction_id)
+            if interaction is None:
+                raise NotFound(f"interaction {interaction_id} does not exist")
+            if not text:
+                raise InvalidQuestion("the correction is empty", hint="Write the answer the bot should give.")
+            if len(text) > MAX_CORRECTION_CHARS:
+                raise InvalidQuestion(f"the correction is over {MAX_CORRECTION_CHARS:,} characters")
+            if text == (interaction.answer or "").strip():
+                raise InvalidQuestion("the correction is the same as the answer", hint="Change the text first.")
+            correction = feedback_repo.create_correction(
+                session=session,
+                interaction_id=interaction_id,
+                author_id=user_id,
+                text=text,
+                approved=self._access.is_reviewer(user_id),
+            )
+        log.info("feedback.correction id=%s interaction=%s status=%s", correction.id, interaction_id,
+                 correction.status)
+        return correction
+
+    def review(self, *, correction_id: int, user_id: str, approve: bool) -> Correction:
+        if not self._access.is_reviewer(user_id):
+            raise Forbidden(f"{user_id} is not a reviewer", hint="Ask an admin to add you to the reviewers.")
+        with session_scope(self._engine) as session:
+            try:
+                correction = feedback_repo.review_correction(
+                    session=session, correction_id=correction_id, reviewer_id=user_id, approve=approve
+                )
+            except LookupError as error:
+                raise NotFound(str(error)) from error
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+        log.info("feedback.review correction=%s status=%s", correction_id, correction.status)
+        return correction
+
+    def pending(self) -> list[Correction]:
+        with session_scope(self._engine) as session:
+            return feedback_repo.list_corrections(session=session, status="pending")

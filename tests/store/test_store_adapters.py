@@ -1,0 +1,285 @@
+"""store.adapters on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from store import adapters as repo
+from store.models import BASE_VERSION, AdapterStatus, AdapterVersion
+from store.runs import create_run
+
+
+def _assert_utc(value: datetime | None) -> None:
+    assert value is not None
+    assert value.tzinfo is not None, f"{value!r} is naive"
+    assert value.utcoffset() == timedelta(0)
+
+
+def _register(session, version: str, **kwargs) -> AdapterVersion:
+    kwargs.setdefault("path", f"/adapters/{version}")
+    kwargs.setdefault("run_id", None)
+    return repo.register_version(session=session, version=version, **kwargs)
+
+
+def _active(session) -> list[str]:
+    rows = session.exec(select(AdapterVersion).where(AdapterVersion.status == AdapterStatus.active)).all()
+    return sorted(r.version for r in rows)
+
+
+def _all_rows(fresh_session) -> dict[str, AdapterVersion]:
+    with fresh_session() as other:
+        return {r.version: r for r in other.exec(select(AdapterVersion)).all()}
+
+
+# --- ensure_base_version -------------------------------------------------------------------------------
+
+
+def test_ensure_base_version_on_empty_store_makes_base_active(session, fresh_session):
+    base = repo.ensure_base_version(session=session)
+    assert base.version == BASE_VERSION
+    rows = _all_rows(fresh_session)
+    assert list(rows) == [BASE_VERSION]
+    stored = rows[BASE_VERSION]
+    assert stored.status == AdapterStatus.active
+    assert stored.path is None
+    assert stored.run_id is None
+    assert stored.metrics == {}
+    _assert_utc(stored.promoted_at)
+    _assert_utc(stored.created_at)
+
+
+def test_ensure_base_version_is_idempotent(session, fresh_session):
+    first = repo.ensure_base_version(session=session)
+    second = repo.ensure_base_version(session=session)
+    assert second.id == first.id
+    assert second.promoted_at == first.promoted_at
+    rows = _all_rows(fresh_session)
+    assert list(rows) == [BASE_VERSION]
+
+
+def test_ensure_base_version_does_not_reactivate_base(session, fresh_session):
+    repo.ensure_base_version(session=session)
+    _register(session, "v0001")
+    repo.mark_active(session=session, version="v0001")
+    again = repo.ensure_base_version(session=session)
+    assert again.status == AdapterStatus.ready
+    assert _active(session) == ["v0001"]
+
+
+def test_ensure_base_version_when_another_is_active_keeps_it(session, fresh_session):
+    _register(session, "v0001")
+    repo.mark_active(session=session, version="v0001")
+
+    base = repo.ensure_base_version(session=session)
+
+    assert base.status == AdapterStatus.ready
+    assert base.promoted_at is None
+    rows = _all_rows(fresh_session)
+    assert rows[BASE_VERSION].status == AdapterStatus.ready
+    assert rows["v0001"].status == AdapterStatus.active
+    assert _active(session) == ["v0001"]
+
+
+# --- next_version_name / register_version -----------------------------------------------------------------
+
+
+def test_next_version_name_increments(session):
+    assert repo.next_version_name(session=session) == "v0001"
+    repo.ensure_base_version(session=session)
+    assert repo.next_version_name(session=session) == "v0001"  # base does not count
+    _register(session, repo.next_version_name(session=session))
+    assert repo.next_version_name(session=session) == "v0002"
+    _register(session, repo.next_version_name(session=session))
+    assert repo.next_version_name(session=session) == "v0003"
+    assert sorted(r.version for r in repo.list_versions(session=session)) == [BASE_VERSION, "v0001", "v0002"]
+
+
+def test_next_version_name_is_numeric_not_lexicographic_and_skips_gaps(session):
+    _register(session, "v0009")
+    _register(session, "v0002")
+    assert repo.next_version_name(session=session) == "v0010"
+    _register(session, "v0010")
+    assert repo.next_version_name(session=session) == "v0011"
+
+
+def test_next_version_name_ignores_other_names(session):
+    _register(session, "v0003")
+    _register(session, "experiment")
+    _register(session, "vnext")
+    assert repo.next_version_name(session=session) == "v0004"
+
+
+def test_register_version_persists(session, fresh_session):
+    run = create_run(session=session, trigger="cli", triggered_by="me")
+    created = _register(session, "v0001", path="/a/v0001", run_id=run.id, metrics={"eval_loss": 0.5, "n": 3})
+    assert created.status == AdapterStatus.ready
+    stored = _all_rows(fresh_session)["v0001"]
+    assert stored.path == "/a/v0001"
+    assert stored.run_id == run.id
+    assert stored.metrics == {"eval_loss": 0.5, "n": 3}
+    assert stored.status == AdapterStatus.ready
+    assert stored.promoted_at is None
+    _assert_utc(stored.created_at)
+
+
+def test_register_version_twice_is_refused_by_the_database(session):
+    _register(session, "v0001")
+    with pytest.raises(IntegrityError):
+        _register(session, "v0001")
+    session.rollback()
+    assert [r.version for r in repo.list_versions(session=session)] == ["v0001"]
+
+
+def test_register_version_with_unknown_run_is_refused_by_the_database(session):
+    with pytest.raises(IntegrityError):
+        _register(session, "v0001", run_id=99999)
+    session.rollback()
+
+
+def test_get_version_and_list_versions(session):
+    assert repo.get_version(session=session, version="v0001") is None
+    assert repo.list_versions(session=session) == []
+    repo.ensure_base_version(session=session)
+    _register(session, "v0002")
+    _register(session, "v0001")
+    got = repo.get_version(session=session, version="v0001")
+    assert got is not None and got.path == "/adapters/v0001"
+    assert [r.version for r in repo.list_versions(session=session)] == [BASE_VERSION, "v0002", "v0001"]
+
+
+# --- mark_active / get_active_version ----------------------------------------------------------------------
+
+
+def test_get_active_version(session):
+    assert repo.get_active_version(session=session) is None
+    repo.ensure_base_version(session=session)
+    active = repo.get_active_version(session=session)
+    assert active is not None and active.version == BASE_VERSION
+
+
+def test_mark_active_leaves_exactly_one_active(session, fresh_session):
+    repo.ensure_base_version(session=session)
+    for name in ("v0001", "v0002", "v0003"):
+        _register(session, name)
+
+    for name in ("v0001", "v0003", "v0002", BASE_VERSION, "v0002"):
+        promoted = repo.mark_active(session=session, version=name)
+        assert promoted.version == name
+        assert promoted.status == AdapterStatus.active
+        _assert_utc(promoted.promoted_at)
+        rows = _all_rows(fresh_session)
+        assert [v for v, r in rows.items() if r.status == AdapterStatus.active] == [name]
+        assert all(r.status == AdapterStatus.ready for v, r in rows.items() if v != name)
+        active = repo.get_active_version(session=session)
+        assert active is not None and active.version == name
+
+
+def test_mark_active_on_the_active_version_keeps_it_active(session):
+    repo.ensure_base_version(session=session)
+    repo.mark_active(session=session, version=BASE_VERSION)
+    assert _active(session) == [BASE_VERSION]
+
+
+def test_mark_active_repairs_several_active_rows(session):
+    """Even if the table somehow holds two active rows, promoting leaves exactly one."""
+    _register(session, "v0001")
+    _register(session, "v0002")
+    _register(session, "v0003")
+    repo.set_version_status(session=session, version="v0001", status=AdapterStatus.active)
+    repo.set_version_status(session=session, version="v0002", status=AdapterStatus.active)
+    repo.mark_active(session=session, version="v0003")
+    assert _active(session) == ["v0003"]
+
+
+def test_mark_active_does_not_unreject(session, fresh_session):
+    _register(session, "v0001")
+    _register(session, "v0002")
+    repo.mark_active(session=session, version="v0001")
+    repo.set_version_status(session=session, version="v0002", status=AdapterStatus.rejected)
+    repo.mark_active(session=session, version="v0001")
+    assert _all_rows(fresh_session)["v0002"].status == AdapterStatus.rejected
+
+
+def test_mark_active_unknown_version_raises_lookup_error_and_changes_nothing(session):
+    repo.ensure_base_version(session=session)
+    with pytest.raises(LookupError, match="v0042"):
+        repo.mark_active(session=session, version="v0042")
+    assert _active(session) == [BASE_VERSION]
+
+
+# --- previous_active_version -----------------------------------------------------------------------------
+
+
+def test_previous_active_version_none_without_history(session):
+    assert repo.previous_active_version(session=session) is None
+    repo.ensure_base_version(session=session)
+    assert repo.previous_active_version(session=session) is None
+    _register(session, "v0001")  # registered but never served
+    assert repo.previous_active_version(session=session) is None
+
+
+def test_previous_active_version_includes_base(session):
+    repo.ensure_base_version(session=session)
+    _register(session, "v0001")
+    repo.mark_active(session=session, version="v0001")
+    previous = repo.previous_active_version(session=session)
+    assert previous is not None and previous.version == BASE_VERSION
+
+
+def test_previous_active_version_is_the_one_before_the_current(session):
+    repo.ensure_base_version(session=session)
+    _register(session, "v0001")
+    _register(session, "v0002")
+    repo.mark_active(session=session, version="v0001")
+    repo.mark_active(session=session, version="v0002")
+    previous = repo.previous_active_version(session=session)
+    assert previous is not None and previous.version == "v0001"
+
+    # Roll back to v0001: now v0002 is the one that served before.
+    repo.mark_active(session=session, version="v0001")
+    previous = repo.previous_active_version(session=session)
+    assert previous is not None and previous.version == "v0002"
+
+
+def test_previous_active_version_orders_by_promotion_time_not_id(session):
+    """Explicit promotion times whose order differs from the id order."""
+    repo.ensure_base_version(session=session)
+    for name in ("v0001", "v0002", "v0003"):
+        _register(session, name)
+    repo.mark_active(session=session, version="v0003")
+    times = {
+        BASE_VERSION: datetime(2024, 1, 1, tzinfo=UTC),
+        "v0002": datetime(2024, 2, 1, tzinfo=UTC),
+        "v0001": datetime(2024, 3, 1, tzinfo=UTC),  # promoted after v0002 (a rollback to it)
+        "v0003": datetime(2024, 4, 1, tzinfo=UTC),
+    }
+    for name, when in times.items():
+        row = repo.get_version(session=session, version=name)
+        assert row is not None
+        row.promoted_at = when
+        session.add(row)
+    session.commit()
+
+    previous = repo.previous_active_version(session=session)
+    assert previous is not None and previous.version == "v0001"
+
+
+# --- set_version_status --------------------------------------------------------------------------------
+
+
+def test_set_version_status(session, fresh_session):
+    _register(session, "v0001")
+    changed = repo.set_version_status(session=session, version="v0001", status=AdapterStatus.rejected)
+    assert changed.status == AdapterStatus.rejected
+    assert _all_rows(fresh_session)["v0001"].status == AdapterStatus.rejected
+    repo.set_version_status(session=session, version="v0001", status="ready")
+    assert _all_rows(fresh_session)["v0001"].status == AdapterStatus.ready
+
+
+def test_set_version_status_unknown_raises_lookup_error(session):
+    with pytest.raises(LookupError):
+        repo.set_version_status(session=session, version="v0404", status=AdapterStatus.rejected)

@@ -1,0 +1,56 @@
+"""Run training in a child process, so that serving stays responsive and a crash stays contained."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from training.trainer import TrainSpec
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+async def train_in_subprocess(
+    spec: TrainSpec, *, spec_path: Path, log_path: Path, on_event: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Run `python -m training.worker`, relay its progress events, return its metrics."""
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(spec.to_json())
+    with log_path.open("ab") as stderr_log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "training.worker", str(spec_path),
+            stdout=asyncio.subprocess.PIPE, stderr=stderr_log,
+        )  # fmt: skip
+        assert process.stdout is not None
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            async for raw in process.stdout:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                if event.get("event") == "done":
+                    result = event.get("metrics", {})
+                elif event.get("event") == "error":
+                    error = str(event.get("message"))
+                else:
+                    on_event(event)
+            code = await process.wait()
+        except asyncio.CancelledError:
+            process.kill()
+            await process.wait()
+            raise
+    if code != 0 or result is None:
+        cause = error or f"the training process exited with code {code}"
+        raise TrainingFailed(f"{cause} (log: {log_path})")
+    return result

@@ -1,0 +1,302 @@
+"""One training run: SFT (and optionally DPO) of a LoRA adapter with TRL on the CPU.
+
+Heavy libraries are imported inside the functions so that importing this module (for `TrainSpec`)
+stays cheap for the bot and the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+Report = Callable[[dict[str, Any]], None]
+
+# Attention and MLP projections of Llama-style models (SmolLM2). Embeddings and lm_head are never
+# trained: vLLM refuses adapters with modules_to_save.
+DEFAULT_TARGET_MODULES: tuple[str, ...] = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+_FORBIDDEN_MODULES = frozenset({"embed_tokens", "lm_head", "wte", "wpe"})
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@dataclass(kw_only=True)
+class TrainSpec:
+    """Everything one training run needs; serialised to JSON for the worker process."""
+
+    base_model: str = field(metadata={"help": "Path of the base model folder (Hugging Face format)."})
+    output_dir: str = field(metadata={"help": "Folder that receives the final adapter."})
+    sft_path: str = field(metadata={"help": "JSONL of conversational prompt/completion rows for SFT."})
+    dpo_path: str | None = field(
+        default=None,
+        metadata={"help": "JSONL of conversational prompt/chosen/rejected rows for DPO; None skips DPO."},
+    )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={"help": "Existing adapter to continue training instead of a fresh LoRA (its rank wins)."},
+    )
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank r (vLLM's --max-lora-rank caps it)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha; the update is scaled by alpha / r."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
+    target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        metadata={"help": "Linear modules that get LoRA weights (never embeddings or lm_head)."},
+    )
+    sft_epochs: int = field(default=6, metadata={"help": "Epochs of SFT over the SFT rows."})
+    sft_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of SFT."})
+    dpo_epochs: int = field(default=2, metadata={"help": "Epochs of DPO; 0 skips DPO."})
+    dpo_learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of DPO."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the KL anchor."})
+    batch_size: int = field(default=8, metadata={"help": "Per-device train batch size (SFT and DPO)."})
+    seed: int = field(default=42, metadata={"help": "Random seed for LoRA init and data order."})
+
+    def __post_init__(self) -> None:
+        if not self.base_model:
+            raise ValueError("base_model must be set")
+        if not self.output_dir:
+            raise ValueError("output_dir must be set")
+        if not self.sft_path:
+            raise ValueError("sft_path must be set")
+        if self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if self.lora_alpha < 1:
+            raise ValueError(f"lora_alpha must be >= 1, got {self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.target_modules:
+            raise ValueError("target_modules must not be empty")
+        bad = _FORBIDDEN_MODULES.intersection(self.target_modules)
+        if bad:
+            raise ValueError(f"target_modules must not include {sorted(bad)}: vLLM refuses such adapters")
+        if self.sft_epochs < 1:
+            raise ValueError(f"sft_epochs must be >= 1, got {self.sft_epochs}")
+        if self.dpo_epochs < 0:
+            raise ValueError(f"dpo_epochs must be >= 0, got {self.dpo_epochs}")
+        for name in ("sft_learning_rate", "dpo_learning_rate", "dpo_beta"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainSpec:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        return cls(**data)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _check_rows(rows: list[dict[str, Any]], columns: tuple[str, ...], path: str) -> None:
+    for number, row in enumerate(rows, start=1):
+        for column in columns:
+            messages = row.get(column)
+            if not isinstance(messages, list) or not messages:
+                raise ValueError(f"{path}: row {number} needs a non-empty message list in {column!r}")
+
+
+def verify_adapter(path: str | Path) -> None:
+    """Raise ValueError unless `path` holds a LoRA adapter that vLLM can load."""
+    folder = Path(path)
+    config_path = folder / "adapter_config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{folder}: adapter_config.json is missing")
+    if not any((folder / name).is_file() for name in _ADAPTER_WEIGHTS):
+        raise ValueError(f"{folder}: adapter weights are missing")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{folder}: adapter_config.json is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{folder}: adapter_config.json is not an object")
+    if config.get("modules_to_save"):
+        raise ValueError(f"{folder}: adapter has modules_to_save, which vLLM refuses")
+
+
+def _progress_callback(stage: str, report: Report) -> Any:
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._started = time.monotonic()
+            self._last_step = -1
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._started = time.monotonic()
+
+        def _emit(self, state: Any, loss: float | None) -> None:
+            step, total = int(state.global_step), int(state.max_steps)
+            elapsed = time.monotonic() - self._started
+            eta = elapsed / step * (total - step) if step > 0 else None
+            report({"event": "progress", "stage": stage, "step": step, "total": total,
+                    "loss": loss, "eta_s": None if eta is None else round(eta, 1)})
+            self._last_step = step
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            loss = (logs or {}).get("loss")
+            # The final summary log (train_loss) repeats the last step: skip it.
+            if loss is None and state.global_step == self._last_step:
+                return
+            self._emit(state, None if loss is None else float(loss))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # logging_steps=1 normally logs every step; this covers steps that did not.
+            if not control.should_log:
+                self._emit(state, None)
+
+    return ProgressCallback()
+
+
+def _common_args(spec: TrainSpec, epochs: int, learning_rate: float) -> dict[str, Any]:
+    return {
+        "output_dir": spec.output_dir,
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": spec.batch_size,
+        "gradient_accumulation_steps": 1,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "seed": spec.seed,
+        "data_seed": spec.seed,
+        "use_cpu": True,
+        "bf16": False,
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "logging_strategy": "steps",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "dataset_num_proc": None,
+    }
+
+
+def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:
+    for entry in reversed(history):
+        if key in entry:
+            return float(entry[key])
+    return None
+
+
+def train(spec: TrainSpec, *, report: Report) -> dict[str, Any]:
+    """Train the adapter described by `spec`, save it to `spec.output_dir` and return metrics."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    sft_rows = read_jsonl(spec.sft_path)
+    if not sft_rows:
+        raise ValueError(f"{spec.sft_path}: no SFT rows")
+    _check_rows(sft_rows, ("prompt", "completion"), spec.sft_path)
+    dpo_rows = read_jsonl(spec.dpo_path) if spec.dpo_path else []
+    _check_rows(dpo_rows, ("prompt", "chosen", "rejected"), spec.dpo_path or "")
+
+    torch.manual_seed(spec.seed)
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    base = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32)
+
+    if spec.init_adapter:
+        verify_adapter(spec.init_adapter)
+        model = PeftModel.from_pretrained(base, spec.init_adapter, is_trainable=True)
+    else:
+        lora = LoraConfig(
+            r=spec.lora_rank,
+            lora_alpha=spec.lora_alpha,
+            lora_dropout=spec.lora_dropout,
+            target_modules=list(spec.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(base, lora)
+
+    started = time.monotonic()
+    sft_args = SFTConfig(
+        **_common_args(spec, spec.sft_epochs, spec.sft_learning_rate),
+        max_length=1024,
+        packing=False,
+        completion_only_loss=True,
+    )
+    sft = SFTTrainer(
+        model=model,
+        args=sft_args,
+        train_dataset=Dataset.from_list(sft_rows),
+        processing_class=tokenizer,
+        callbacks=[_progress_callback("sft", report)],
+    )
+    sft_result = sft.train()
+    history = sft.state.log_history
+    metrics: dict[str, Any] = {
+        "sft": {
+            "rows": len(sft_rows),
+            "steps": int(sft.state.global_step),
+            "train_loss": float(sft_result.training_loss),
+            "final_loss": _last_logged(history, "loss"),
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        "dpo": None,
+    }
+    trained: Any = sft.model
+
+    if dpo_rows and spec.dpo_epochs > 0:
+        started = time.monotonic()
+        dpo_args = DPOConfig(
+            **_common_args(spec, spec.dpo_epochs, spec.dpo_learning_rate),
+            beta=spec.dpo_beta,
+            max_length=1024,
+        )
+        # A trainable PeftModel and no peft_config: DPO keeps training the SFT adapter.
+        dpo = DPOTrainer(
+            model=trained,
+            args=dpo_args,
+            train_dataset=Dataset.from_list(dpo_rows),
+            processing_class=tokenizer,
+            callbacks=[_progress_callback("dpo", report)],
+        )
+        dpo_result = dpo.train()
+        history = dpo.state.log_history
+        metrics["dpo"] = {
+            "rows": len(dpo_rows),
+            "steps": int(dpo.state.global_step),
+            "train_loss": float(dpo_result.training_loss),
+            "rewards/accuracies": _last_logged(history, "rewards/accuracies"),
+            "rewards/margins": _last_logged(history, "rewards/margins"),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        dpo.save_model(spec.output_dir)
+    else:
+        sft.save_model(spec.output_dir)
+
+    verify_adapter(spec.output_dir)
+    return metrics

@@ -1,0 +1,1 @@
+"""The composition root: settings, CLI, building the service, the scheduled jobs."""

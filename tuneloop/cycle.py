@@ -1,0 +1,224 @@
+"""One tuning cycle: datasets -> paraphrases -> training (child process) -> register -> load -> promote.
+
+Every stage writes the run record, so `GET /admin/runs/{id}` shows where a cycle is and why it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from serving.client import InferenceClient
+from serving.errors import Conflict, TuneloopError
+from serving.registry import AdapterRegistry
+from store import adapters as adapter_repo
+from store import feedback as feedback_repo
+from store import runs as run_repo
+from store.db import session_scope
+from store.models import RunStatus
+from training.augment import add_paraphrases
+from training.datasets import (
+    DPO_FILENAME,
+    SFT_FILENAME,
+    Datasets,
+    Message,
+    build_datasets,
+    dpo_rows,
+    sft_rows,
+    write_jsonl,
+)
+from training.process import train_in_subprocess
+from training.trainer import TrainSpec, verify_adapter
+from tuneloop.settings import Settings
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 1.0
+
+
+class TuningCycle:
+    """Starts cycles in the background, one at a time (implements serving.admin.CycleLauncher)."""
+
+    def __init__(self, *, settings: Settings, engine: Engine, client: InferenceClient,
+                 registry: AdapterRegistry) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._client = client
+        self._registry = registry
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    def fail_interrupted_runs(self) -> None:
+        """Runs left queued/running by a stopped process can never finish: mark them failed."""
+        with session_scope(self._engine) as session:
+            for run in run_repo.unfinished_runs(session=session):
+                assert run.id is not None
+                run_repo.update_run(session=session, run_id=run.id, status=RunStatus.failed,
+                                    error="interrupted: the service stopped while this run was in progress")
+
+    async def start(self, *, trigger: str, user_id: str | None, force: bool) -> int:
+        if self._lock.locked():
+            with session_scope(self._engine) as session:
+                busy = run_repo.unfinished_runs(session=session)
+            raise Conflict(
+                f"a tuning cycle is already running (run {busy[0].id if busy else '?'})",
+                hint="Follow it with `tuneloop runs` and try again when it has finished.",
+            )
+        await self._lock.acquire()
+        try:
+            with session_scope(self._engine) as session:
+                run = run_repo.create_run(session=session, trigger=trigger, triggered_by=user_id)
+        except BaseException:
+            self._lock.release()
+            raise
+        assert run.id is not None
+        self._task = asyncio.create_task(self._run_locked(run.id, force=force))
+        return run.id
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def run_nightly(self) -> int | None:
+        """The scheduled job: a cycle only when there is new feedback since the last one that trained."""
+        with session_scope(self._engine) as session:
+            last = run_repo.last_finished_run(session=session)
+            new = feedback_repo.count_new_feedback(session=session, since=last.started_at if last else None)
+        if new == 0:
+            log.info("cycle.nightly_skipped reason=no new feedback since the last run")
+            return None
+        try:
+            run_id = await self.start(trigger="nightly", user_id=None, force=False)
+        except Conflict:
+            log.info("cycle.nightly_skipped reason=a cycle is already running")
+            return None
+        await self.wait()
+        return run_id
+
+    async def export(self) -> dict[str, list[dict[str, Any]]]:
+        """The exact rows the next cycle would train on (paraphrases included)."""
+        datasets = await self._prepare(on_progress=None)
+        prompt = self._settings.serving.system_prompt
+        return {"sft": sft_rows(datasets, system_prompt=prompt), "dpo": dpo_rows(datasets, system_prompt=prompt)}
+
+    # --- the cycle -----------------------------------------------------------------------------
+    async def _run_locked(self, run_id: int, *, force: bool) -> None:
+        try:
+            await self._run(run_id, force=force)
+        except Exception as error:
+            cause = error.message if isinstance(error, TuneloopError) else f"{type(error).__name__}: {error}"
+            log.exception("cycle.failed run=%s", run_id)
+            self._update(run_id, status=RunStatus.failed, error=cause)
+        finally:
+            self._lock.release()
+
+    async def _run(self, run_id: int, *, force: bool) -> None:
+        timings: dict[str, float] = {}
+        run_dir = self._settings.runs_dir / f"run-{run_id:04d}"
+        self._update(run_id, status=RunStatus.running, stage="datasets")
+
+        started = time.perf_counter()
+        datasets = await self._prepare(
+            on_progress=lambda done, total: self._update(run_id, progress={"step": done, "total": total})
+        )
+        timings["datasets_s"] = round(time.perf_counter() - started, 2)
+        counts = datasets.counts()
+        self._update(run_id, counts=counts, timings=timings)
+        if counts["sft_rows"] == 0:
+            self._update(run_id, status=RunStatus.skipped, stage="datasets",
+                         error="nothing to train on: no approved corrections or up-voted answers yet")
+            return
+
+        prompt = self._settings.serving.system_prompt
+        sft_path = write_jsonl(run_dir / SFT_FILENAME, sft_rows(datasets, system_prompt=prompt))
+        dpo = dpo_rows(datasets, system_prompt=prompt)
+        dpo_path = write_jsonl(run_dir / DPO_FILENAME, dpo) if dpo else None
+
+        with session_scope(self._engine) as session:
+            version = adapter_repo.next_version_name(session=session)
+        adapter_dir = self._settings.adapters_dir / version
+        spec = self._train_spec(sft_path=sft_path, dpo_path=dpo_path, output_dir=adapter_dir)
+        self._update(run_id, stage="training", progress={})
+        started = time.perf_counter()
+        metrics = await train_in_subprocess(
+            spec, spec_path=run_dir / "spec.json", log_path=run_dir / "train.log",
+            on_event=self._progress_reporter(run_id),
+        )
+        timings["training_s"] = round(time.perf_counter() - started, 2)
+        verify_adapter(adapter_dir)
+        self._update(run_id, stage="register", metrics=metrics, timings=timings, progress={})
+
+        with session_scope(self._engine) as session:
+            adapter_repo.register_version(session=session, version=version, path=str(adapter_dir.resolve()),
+                                          run_id=run_id, metrics={"training": metrics, "counts": counts})
+        self._update(run_id, adapter_version=version, stage="promote")
+
+        # No evaluation gate yet: a version that trained is promoted.
+        started = time.perf_counter()
+        await self._registry.promote(version)
+        timings["swap_s"] = round(time.perf_counter() - started, 3)
+        self._update(run_id, status=RunStatus.succeeded, stage="done", timings=timings)
+        log.info("cycle.succeeded run=%s version=%s timings=%s", run_id, version, timings)
+
+    async def _prepare(self, *, on_progress: Any) -> Datasets:
+        with session_scope(self._engine) as session:
+            datasets = build_datasets(session=session)
+        await add_paraphrases(
+            datasets,
+            per_question=self._settings.training.paraphrases_per_question,
+            generate=self._generate,
+            seed=self._settings.training.seed,
+            on_progress=on_progress,
+        )
+        return datasets
+
+    async def _generate(self, messages: list[Message], count: int) -> list[str]:
+        # Paraphrases come from the plain base model: an adapter could echo its own taught answers.
+        return await self._client.sample(
+            model=self._registry.served_name("base"), messages=messages, n=count, max_tokens=48,
+            temperature=0.9, seed=self._settings.training.seed,
+        )
+
+    def _train_spec(self, *, sft_path: Path, dpo_path: Path | None, output_dir: Path) -> TrainSpec:
+        t = self._settings.training
+        return TrainSpec(
+            base_model=str(self._settings.base_model_dir.resolve()),
+            output_dir=str(output_dir.resolve()),
+            sft_path=str(sft_path.resolve()),
+            dpo_path=str(dpo_path.resolve()) if dpo_path else None,
+            lora_rank=min(t.lora_rank, self._settings.serving.max_lora_rank),
+            lora_alpha=t.lora_alpha,
+            lora_dropout=t.lora_dropout,
+            sft_epochs=t.sft_epochs,
+            sft_learning_rate=t.sft_learning_rate,
+            dpo_epochs=t.dpo_epochs,
+            dpo_learning_rate=t.dpo_learning_rate,
+            dpo_beta=t.dpo_beta,
+            batch_size=t.batch_size,
+            seed=t.seed,
+        )
+
+    def _progress_reporter(self, run_id: int) -> Any:
+        last = 0.0
+
+        def report(event: dict[str, Any]) -> None:
+            nonlocal last
+            now = time.monotonic()
+            final = event.get("step") == event.get("total")
+            if now - last >= PROGRESS_INTERVAL_S or final:
+                last = now
+                self._update(run_id, progress={k: v for k, v in event.items() if k != "event"})
+
+        return report
+
+    def _update(self, run_id: int, **changes: Any) -> None:
+        with session_scope(self._engine) as session:
+            run_repo.update_run(session=session, run_id=run_id, **changes)
