@@ -45,6 +45,7 @@ class AdapterRegistry:
         self._in_flight: Counter[str] = Counter()
         self._drained = asyncio.Condition()
         self._swap_lock = asyncio.Lock()
+        self._housekeeping: set[asyncio.Task[None]] = set()
         self.last_swap_ms: float | None = None
 
     # --- reading -------------------------------------------------------------------------------
@@ -126,8 +127,15 @@ class AdapterRegistry:
             log.info("registry.promoted version=%s previous=%s swap_ms=%.1f", version, previous.version,
                      self.last_swap_ms)
             keep = {BASE_VERSION, adapter.version, previous.version}
-        asyncio.create_task(self._unload_all_but(keep))
+        task = asyncio.create_task(self._unload_all_but(keep))
+        self._housekeeping.add(task)
+        task.add_done_callback(self._housekeeping.discard)
         return adapter
+
+    async def wait_idle(self) -> None:
+        """Wait until versions that no longer serve have been unloaded (for shutdown and tests)."""
+        while self._housekeeping:
+            await asyncio.gather(*self._housekeeping, return_exceptions=True)
 
     async def rollback(self, version: str | None = None) -> ServedAdapter:
         """Serve `version`, or when None the version that served before the current one."""
@@ -156,11 +164,17 @@ class AdapterRegistry:
         if not (Path(path) / "adapter_config.json").is_file():
             raise EngineRejected(f"adapter {version} at {path} is missing adapter_config.json")
         adapter = ServedAdapter(version, self.served_name(version))
+        resolved = str(Path(path).resolve())
         try:
-            await self._client.load_adapter(name=adapter.model, path=str(Path(path).resolve()))
+            await self._client.load_adapter(name=adapter.model, path=resolved)
         except EngineRejected as error:
             if "already been loaded" not in error.message:
                 raise
+            # Loaded earlier (we restarted, vLLM did not): reuse it only if it is the same files.
+            served = {m["id"]: m.get("root") for m in await self._client.list_models()}
+            if served.get(adapter.model) != resolved:
+                await self._client.unload_adapter(name=adapter.model)
+                await self._client.load_adapter(name=adapter.model, path=resolved)
         self._loaded[version] = adapter
         return adapter
 

@@ -6,7 +6,6 @@ import getpass
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -187,12 +186,12 @@ def train(user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = Fals
 
 def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
     def fetch() -> dict[str, Any]:
-        return _call(url, "GET", f"/admin/runs/{run_id}", as_json=as_json)
+        # A long poll: the service answers when the run finishes, or after a second with its progress.
+        return _call(url, "GET", f"/admin/runs/{run_id}", as_json=as_json, params={"wait": 1.0})
 
     if as_json:
         run = fetch()
         while run["status"] in ("queued", "running"):
-            time.sleep(1.0)  # polling the service for the run's state
             run = fetch()
         return run
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
@@ -208,7 +207,6 @@ def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
                             for k, v in p.items() if k in ("stage", "loss", "eta_s") and v is not None)
             progress.update(task, description=f"run {run_id} · {stage}", completed=step or 0, total=total,
                             info=info)
-            time.sleep(1.0)  # polling the service for the run's state
             run = fetch()
         progress.update(task, description=f"run {run_id} · {run['status']}", completed=1, total=1, info="")
     return run

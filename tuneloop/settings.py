@@ -30,6 +30,7 @@ class ServingSettings(BaseModel):
         default=None, description="Any local Hugging Face model folder. Unset: the bundled SmolLM2-135M."
     )
     served_model_name: str = "tuneloop-base"
+    adapter_prefix: str = Field(default="tuneloop-", description="vLLM name of version v0001 is <prefix>v0001.")
     dtype: str = Field(default="float32", description="float32 is faster than bfloat16 on AVX2-only CPUs.")
     cpu_kv_cache_gib: int = 2
     max_model_len: int = 2048

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -13,8 +15,12 @@ from serving.errors import NotFound, TuneloopError
 from store import audit as audit_repo
 from store import runs as run_repo
 from store.db import session_scope
+from store.models import RunStatus
 
 router = APIRouter(prefix="/admin")
+UNFINISHED = (RunStatus.queued, RunStatus.running)
+MAX_WAIT_S = 60.0
+LONG_POLL_INTERVAL_S = 0.25
 
 
 class ActorRequest(BaseModel):
@@ -39,12 +45,17 @@ async def list_runs(services: ServicesDep, limit: int = 20) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id}")
-async def get_run(run_id: int, services: ServicesDep) -> dict[str, Any]:
-    with session_scope(services.engine) as session:
-        run = run_repo.get_run(session=session, run_id=run_id)
-    if run is None:
-        raise NotFound(f"run {run_id} does not exist")
-    return run_to_json(run)
+async def get_run(run_id: int, services: ServicesDep, wait: float = 0.0) -> dict[str, Any]:
+    """With `wait=S`, answer as soon as the run has finished, or after S seconds (a long poll)."""
+    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_S)
+    while True:
+        with session_scope(services.engine) as session:
+            run = run_repo.get_run(session=session, run_id=run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} does not exist")
+        if run.status not in UNFINISHED or time.monotonic() >= deadline:
+            return run_to_json(run)
+        await asyncio.sleep(LONG_POLL_INTERVAL_S)
 
 
 @router.get("/adapters")

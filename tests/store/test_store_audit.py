@@ -10,7 +10,12 @@ from store.models import AuditEvent
 
 def test_record_audit_persists_every_field(session, fresh_session):
     event = repo.record_audit(
-        session=session, actor="U1", source="slack", action="rollback", target="v0003", outcome="refused",
+        session=session,
+        actor="U1",
+        source="slack",
+        action="rollback",
+        target="v0003",
+        outcome="refused",
         detail={"reason": "not an admin", "roles": ["user"]},
     )
     assert event.id is not None
@@ -18,7 +23,11 @@ def test_record_audit_persists_every_field(session, fresh_session):
         stored = other.get(AuditEvent, event.id)
         assert stored is not None
         assert (stored.actor, stored.source, stored.action, stored.target, stored.outcome) == (
-            "U1", "slack", "rollback", "v0003", "refused"
+            "U1",
+            "slack",
+            "rollback",
+            "v0003",
+            "refused",
         )
         assert stored.detail == {"reason": "not an admin", "roles": ["user"]}
         assert stored.created_at.tzinfo is not None

@@ -90,12 +90,16 @@ def test_timestamp_columns_are_timezone_aware(engine, backend):
             assert column_type.timezone, f"{table.name}.{column.name} model type is naive"
             if backend == "postgresql":
                 # SQLite has no timezone-aware type; PostgreSQL must use timestamptz.
-                assert reflected[column.name]["type"].timezone, f"{table.name}.{column.name} is not timestamptz"
+                assert reflected[column.name]["type"].timezone, (
+                    f"{table.name}.{column.name} is not timestamptz"
+                )
     assert datetime_columns == 11  # every created/updated/reviewed/promoted/started/finished_at
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception),
-                                             ("false", pytest.skip.Exception)])
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [("true", pytest.fail.Exception), ("", pytest.skip.Exception), ("false", pytest.skip.Exception)],
+)
 def test_unreachable_postgres_policy(monkeypatch, unreachable_policy, ci, outcome):
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome) as excinfo:

@@ -148,7 +148,13 @@ def test_queued_to_skipped_sets_finished_at_only(session, fresh_session):
 
 def test_last_finished_run_is_the_newest_succeeded(session):
     assert repo.last_finished_run(session=session) is None
-    statuses = [RunStatus.succeeded, RunStatus.succeeded, RunStatus.failed, RunStatus.skipped, RunStatus.running]
+    statuses = [
+        RunStatus.succeeded,
+        RunStatus.succeeded,
+        RunStatus.failed,
+        RunStatus.skipped,
+        RunStatus.running,
+    ]
     ids = []
     for status in statuses:
         run = repo.create_run(session=session, trigger="cli", triggered_by=None)
@@ -172,12 +178,20 @@ def test_last_finished_run_none_when_nothing_succeeded(session):
 def test_unfinished_runs(session):
     assert repo.unfinished_runs(session=session) == []
     by_status: dict[str, int] = {}
-    for status in (RunStatus.queued, RunStatus.running, RunStatus.succeeded, RunStatus.failed, RunStatus.skipped):
+    for status in (
+        RunStatus.queued,
+        RunStatus.running,
+        RunStatus.succeeded,
+        RunStatus.failed,
+        RunStatus.skipped,
+    ):
         run = repo.create_run(session=session, trigger="cli", triggered_by=None)
         if status != RunStatus.queued:
             repo.update_run(session=session, run_id=run.id, status=status)
         by_status[status] = run.id
 
     unfinished = repo.unfinished_runs(session=session)
-    assert sorted(r.id for r in unfinished) == sorted([by_status[RunStatus.queued], by_status[RunStatus.running]])
+    assert sorted(r.id for r in unfinished) == sorted(
+        [by_status[RunStatus.queued], by_status[RunStatus.running]]
+    )
     assert {r.status for r in unfinished} == {RunStatus.queued, RunStatus.running}

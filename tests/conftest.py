@@ -1,0 +1,120 @@
+"""Shared fixtures: the real base model, one real vLLM server per test session, and a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from serving.engine import EngineConfig, VLLMProcess
+from tuneloop.base_model import pull_default_model
+from tuneloop.service import Service, build_service
+from tuneloop.settings import DEFAULT_BASE_MODEL_DIRNAME, Settings
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The real SmolLM2-135M-Instruct folder (`make test` pulls it; pulled here if missing)."""
+    folder, _created = pull_default_model(REPO / "var" / "models" / DEFAULT_BASE_MODEL_DIRNAME)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vllm_url(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real vLLM OpenAI server (CPU build) for the whole session, with runtime LoRA loading."""
+    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    process = VLLMProcess(
+        EngineConfig(
+            model_dir=base_model_dir,
+            served_model_name="tuneloop-base",
+            host="127.0.0.1",
+            port=free_port(),
+            dtype="float32",
+            max_model_len=2048,
+            max_lora_rank=16,
+            max_loras=3,
+            cpu_kv_cache_gib=2,
+            log_path=log_path,
+        )
+    )
+    process.start()
+    try:
+        asyncio.run(process.wait_healthy(timeout_s=600))
+    except Exception:
+        process.stop()
+        raise
+    yield process.config.base_url
+    process.stop()
+
+
+def make_settings(tmp_path: Path, *, base_model_dir: Path, vllm_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "var",
+        "serving": {
+            "base_model": base_model_dir,
+            "vllm_url": vllm_url,
+            "port": free_port(),
+            # Tests share one vLLM server: a prefix of their own keeps their v0001s apart.
+            "adapter_prefix": f"t{uuid.uuid4().hex[:8]}-",
+        },
+        "training": {"nightly_enabled": False},
+        "access": {"reviewers": ["U_REVIEWER"], "admins": ["U_ADMIN"]},
+    }
+    for key, value in overrides.items():
+        current = values.get(key)
+        values[key] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class RunningService:
+    """The real app under uvicorn on a free port, in a thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: Service = build_service(settings)
+        self.url = f"http://127.0.0.1:{settings.serving.port}"
+        config = uvicorn.Config(self.service.app, host="127.0.0.1", port=settings.serving.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self, *, wait_ready: bool = True, timeout_s: float = 120) -> RunningService:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{self.url}/healthz", timeout=5)
+                if not wait_ready or response.status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)  # polling the server's readiness
+        raise TimeoutError(f"service at {self.url} not ready in {timeout_s}s")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def service(tmp_path: Path, base_model_dir: Path, vllm_url: str) -> Iterator[RunningService]:
+    running = RunningService(make_settings(tmp_path, base_model_dir=base_model_dir, vllm_url=vllm_url)).start()
+    yield running
+    running.stop()

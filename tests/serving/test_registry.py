@@ -1,0 +1,136 @@
+"""The adapter registry on the real vLLM server: versions, atomic switching, instant rollback, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from serving.client import InferenceClient
+from serving.errors import Conflict, EngineRejected
+from serving.registry import AdapterRegistry
+from store import adapters as adapter_repo
+from store.db import make_engine, migrate, session_scope
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def adapter_dirs(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three real LoRA adapters of the base model (random B weights, so each answers differently)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("adapters")
+    folders = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+        config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        peft_model = get_peft_model(model, config)
+        folder = root / f"adapter-{seed}"
+        peft_model.save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    migrate(url)
+    return make_engine(url)
+
+
+@pytest.fixture
+async def registry(engine: Engine, vllm_url: str, adapter_dirs: list[Path]) -> AsyncIterator[AdapterRegistry]:
+    client = InferenceClient(vllm_url)
+    with session_scope(engine) as session:
+        adapter_repo.ensure_base_version(session=session)
+        for number, folder in enumerate(adapter_dirs, start=1):
+            adapter_repo.register_version(session=session, version=f"v{number:04d}", path=str(folder), run_id=None)
+    registry = AdapterRegistry(client=client, engine=engine, base_model_name="tuneloop-base",
+                               prefix=f"r{uuid.uuid4().hex[:6]}-")
+    await registry.restore()
+    yield registry
+    for version in registry.loaded_versions:
+        await registry.discard(version)
+    await client.aclose()
+
+
+async def served_models(registry: AdapterRegistry) -> set[str]:
+    return {m["id"] for m in await registry._client.list_models()}
+
+
+def active_in_store(engine: Engine) -> list[str]:
+    with session_scope(engine) as session:
+        return [v.version for v in adapter_repo.list_versions(session=session) if v.status == "active"]
+
+
+async def test_promote_loads_each_version_under_its_own_name(registry: AdapterRegistry, engine: Engine) -> None:
+    assert registry.active.version == "base"
+    first = await registry.promote("v0001")
+    assert first.model == registry.served_name("v0001") != registry.served_name("v0002")
+    assert registry.active == first
+    assert first.model in await served_models(registry)
+    assert active_in_store(engine) == ["v0001"]
+
+
+async def test_the_previous_version_stays_loaded_and_older_ones_are_unloaded(registry: AdapterRegistry) -> None:
+    await registry.promote("v0001")
+    await registry.promote("v0002")
+    await registry.promote("v0003")
+    await registry.wait_idle()
+    served = await served_models(registry)
+    assert registry.served_name("v0003") in served
+    assert registry.served_name("v0002") in served  # kept for an instant rollback
+    assert registry.served_name("v0001") not in served
+    assert sorted(registry.loaded_versions) == ["base", "v0002", "v0003"]
+
+
+async def test_rollback_goes_to_the_previous_version_without_loading(registry: AdapterRegistry, engine: Engine) -> None:
+    await registry.promote("v0001")
+    await registry.promote("v0002")
+    started = time.perf_counter()
+    rolled = await registry.rollback()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert rolled.version == "v0001"
+    assert active_in_store(engine) == ["v0001"]
+    assert elapsed_ms < 1000
+    back_to_base = await registry.rollback("base")
+    assert back_to_base.model == "tuneloop-base"
+    with pytest.raises(Conflict):
+        await registry.rollback("base")
+
+
+async def test_a_pinned_version_is_not_unloaded_until_its_request_finishes(registry: AdapterRegistry) -> None:
+    await registry.promote("v0001")
+    pinned = registry.pin()
+    assert pinned.version == "v0001"
+    await registry.promote("v0002")
+    await registry.promote("v0003")  # v0001 is now neither active nor previous
+    await asyncio.sleep(0)  # let the unload task run up to its wait
+    assert registry.served_name("v0001") in await served_models(registry)
+    await registry.unpin(pinned)
+    await registry.wait_idle()
+    assert registry.served_name("v0001") not in await served_models(registry)
+
+
+async def test_a_broken_adapter_is_refused_and_serving_continues(
+    registry: AdapterRegistry, engine: Engine, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{not json")
+    with session_scope(engine) as session:
+        adapter_repo.register_version(session=session, version="v0009", path=str(broken), run_id=None)
+    await registry.promote("v0001")
+    with pytest.raises(EngineRejected):
+        await registry.promote("v0009")
+    assert registry.active.version == "v0001"
+    assert active_in_store(engine) == ["v0001"]

@@ -1,0 +1,145 @@
+"""Dataset building: every rule of training/datasets.py, on a real SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from store import feedback as feedback_repo
+from store import interactions as interaction_repo
+from store.db import make_engine, migrate, session_scope
+from training.datasets import build_datasets, dpo_rows, read_jsonl, sft_rows, write_jsonl
+
+SYSTEM = "You are a test assistant."
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_scope(engine) as s:
+        yield s
+    engine.dispose()
+
+
+def answered(session: Session, question: str, answer: str, *, context: list[dict[str, str]] | None = None) -> int:
+    interaction = interaction_repo.create_interaction(session=session, user_id="U1", source="test",
+                                                      question=question, context=context)
+    assert interaction.id is not None
+    interaction_repo.record_answer(session=session, interaction_id=interaction.id, answer=answer,
+                                   adapter_version="base", latency_ms=5)
+    return interaction.id
+
+
+def vote(session: Session, interaction_id: int, user: str, value: int) -> None:
+    feedback_repo.record_vote(session=session, interaction_id=interaction_id, user_id=user, vote=value)
+
+
+def correct(session: Session, interaction_id: int, text: str, *, approved: bool) -> int:
+    correction = feedback_repo.create_correction(session=session, interaction_id=interaction_id,
+                                                 author_id="U_R", text=text, approved=approved)
+    assert correction.id is not None
+    return correction.id
+
+
+def test_approved_correction_becomes_sft_pair_and_dpo_preference(session: Session) -> None:
+    i = answered(session, "Who approves travel?", "Nobody knows.")
+    correct(session, i, "Dana Whitfield approves travel.", approved=True)
+    data = build_datasets(session=session)
+    [row] = sft_rows(data, system_prompt=SYSTEM)
+    assert row["prompt"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Who approves travel?"}]
+    assert row["completion"] == [{"role": "assistant", "content": "Dana Whitfield approves travel."}]
+    [pref] = dpo_rows(data, system_prompt=SYSTEM)
+    assert pref["chosen"][0]["content"] == "Dana Whitfield approves travel."
+    assert pref["rejected"][0]["content"] == "Nobody knows."
+
+
+def test_pending_and_rejected_corrections_never_train(session: Session) -> None:
+    pending = answered(session, "Q pending?", "A1")
+    correct(session, pending, "pending text", approved=False)
+    rejected = answered(session, "Q rejected?", "A2")
+    cid = correct(session, rejected, "rejected text", approved=False)
+    feedback_repo.review_correction(session=session, correction_id=cid, reviewer_id="U_R", approve=False)
+    data = build_datasets(session=session)
+    texts = [e.answer for e in data.examples] + [p.chosen for p in data.preferences]
+    assert "pending text" not in texts
+    assert "rejected text" not in texts
+    assert data.counts()["sft_corrections"] == 0
+
+
+def test_latest_approved_correction_wins(session: Session) -> None:
+    i = answered(session, "Where is the office?", "No idea.")
+    correct(session, i, "Old address.", approved=True)
+    correct(session, i, "Kastanienallee 12.", approved=True)
+    data = build_datasets(session=session)
+    assert [e.answer for e in data.examples] == ["Kastanienallee 12."]
+
+
+def test_net_positive_answers_without_corrections_become_sft(session: Session) -> None:
+    liked = answered(session, "Capital of France?", "Paris.")
+    vote(session, liked, "U2", 1)
+    vote(session, liked, "U3", 1)
+    vote(session, liked, "U4", -1)
+    tied = answered(session, "Tied?", "Maybe.")
+    vote(session, tied, "U2", 1)
+    vote(session, tied, "U3", -1)
+    corrected = answered(session, "Corrected?", "Wrong.")
+    vote(session, corrected, "U2", 1)
+    correct(session, corrected, "Right.", approved=True)
+    under_review = answered(session, "Under review?", "Unsure.")
+    vote(session, under_review, "U2", 1)
+    correct(session, under_review, "Someone disagrees.", approved=False)
+
+    data = build_datasets(session=session)
+    by_answer = {e.answer: e for e in data.examples}
+    assert set(by_answer) == {"Paris.", "Right."}
+    assert by_answer["Paris."].corrected is False
+    assert by_answer["Right."].corrected is True
+
+
+def test_a_later_vote_replaces_the_earlier_one(session: Session) -> None:
+    i = answered(session, "Best editor?", "Vim.")
+    vote(session, i, "U2", 1)
+    assert [e.answer for e in build_datasets(session=session).examples] == ["Vim."]
+    vote(session, i, "U2", -1)
+    assert build_datasets(session=session).examples == []
+
+
+def test_up_and_down_voted_answers_to_the_same_question_become_a_preference(session: Session) -> None:
+    good = answered(session, "How do I book a room?", "Use the Rooms app.")
+    bad = answered(session, "how do I book a room", "Call the CEO.")
+    other = answered(session, "Something else?", "Unrelated.")
+    vote(session, good, "U2", 1)
+    vote(session, bad, "U2", -1)
+    vote(session, other, "U2", -1)
+    [pref] = dpo_rows(build_datasets(session=session), system_prompt=SYSTEM)
+    assert pref["chosen"][0]["content"] == "Use the Rooms app."
+    assert pref["rejected"][0]["content"] == "Call the CEO."
+
+
+def test_thread_context_is_part_of_the_prompt(session: Session) -> None:
+    context = [{"role": "user", "content": "We talk about Berlin."}, {"role": "assistant", "content": "OK."}]
+    i = answered(session, "Where is it?", "Somewhere.", context=context)
+    correct(session, i, "Kastanienallee 12.", approved=True)
+    [row] = sft_rows(build_datasets(session=session), system_prompt=SYSTEM)
+    assert [m["content"] for m in row["prompt"]] == [SYSTEM, "We talk about Berlin.", "OK.", "Where is it?"]
+
+
+def test_failed_interactions_are_not_trained_on(session: Session) -> None:
+    interaction = interaction_repo.create_interaction(session=session, user_id="U1", source="t", question="Q?")
+    assert interaction.id is not None
+    interaction_repo.record_failure(session=session, interaction_id=interaction.id, error="down", latency_ms=1)
+    correct(session, interaction.id, "An answer.", approved=True)
+    assert build_datasets(session=session).examples == []
+
+
+def test_jsonl_round_trip(tmp_path: Path, session: Session) -> None:
+    i = answered(session, "Wi-Fi password?", "Unknown.")
+    correct(session, i, "bluepelican42", approved=True)
+    rows = sft_rows(build_datasets(session=session), system_prompt=SYSTEM)
+    path = write_jsonl(tmp_path / "out" / "sft.jsonl", rows)
+    assert read_jsonl(path) == rows
