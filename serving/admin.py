@@ -41,9 +41,7 @@ class AdminService:
         return await self._audited(user_id, source, "promote", version, lambda: self._registry.promote(version))
 
     async def rollback(self, *, version: str | None, user_id: str, source: str) -> ServedAdapter:
-        return await self._audited(
-            user_id, source, "rollback", version, lambda: self._registry.rollback(version)
-        )
+        return await self._audited(user_id, source, "rollback", version, lambda: self._registry.rollback(version))
 
     async def retrain(self, *, user_id: str, source: str) -> int:
         if self._launcher is None:
@@ -78,8 +76,10 @@ class AdminService:
     ) -> T:
         if not self._access.is_admin(user_id):
             self._audit(user_id, source, action, target, "refused", {"reason": "not an admin"})
-            raise Forbidden(f"{action} needs an admin; {user_id} is not one",
-                            hint="Ask an admin, or add the id to TUNELOOP_ACCESS__ADMINS.")
+            raise Forbidden(
+                f"{action} needs an admin; {user_id} is not one",
+                hint="Ask an admin, or add the id to TUNELOOP_ACCESS__ADMINS.",
+            )
         try:
             result = await call()
         except TuneloopError as error:
@@ -93,11 +93,19 @@ class AdminService:
         self._audit(user_id, source, action, target, "ok", detail)
         return result
 
-    def _audit(self, actor: str, source: str, action: str, target: str | None, outcome: str,
-               detail: dict[str, Any]) -> None:
+    def _audit(
+        self, actor: str, source: str, action: str, target: str | None, outcome: str, detail: dict[str, Any]
+    ) -> None:
         with session_scope(self._engine) as session:
-            audit_repo.record_audit(session=session, actor=actor, source=source, action=action, target=target,
-                                    outcome=outcome, detail=detail)
+            audit_repo.record_audit(
+                session=session,
+                actor=actor,
+                source=source,
+                action=action,
+                target=target,
+                outcome=outcome,
+                detail=detail,
+            )
         log.info("audit action=%s actor=%s target=%s outcome=%s", action, actor, target, outcome)
 
 

@@ -107,8 +107,7 @@ class AnswerService:
         """Yield text deltas, then one final Answer. Raises TuneloopError after recording the failure."""
         interaction_id = self.record_question(question)
         started = time.perf_counter()
-        log.info("answer.start interaction=%s source=%s chars=%d", interaction_id, question.source,
-                 len(question.text))
+        log.info("answer.start interaction=%s source=%s chars=%d", interaction_id, question.source, len(question.text))
         try:
             self.validate(question.text)
             messages = build_messages(
@@ -135,10 +134,8 @@ class AnswerService:
                 adapter_version=adapter.version,
                 latency_ms=latency_ms,
             )
-        log.info("answer.done interaction=%s adapter=%s latency_ms=%d", interaction_id, adapter.version,
-                 latency_ms)
-        yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version,
-                     latency_ms=latency_ms)
+        log.info("answer.done interaction=%s adapter=%s latency_ms=%d", interaction_id, adapter.version, latency_ms)
+        yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version, latency_ms=latency_ms)
 
     async def _stream_with_restore(self, model: str, messages: list[Message]) -> AsyncIterator[str]:
         try:
@@ -167,7 +164,9 @@ class AnswerService:
         latency_ms = int((time.perf_counter() - started) * 1000)
         with session_scope(self._engine) as session:
             interaction_repo.record_failure(
-                session=session, interaction_id=interaction_id, error=f"{error.code}: {error.message}",
+                session=session,
+                interaction_id=interaction_id,
+                error=f"{error.code}: {error.message}",
                 latency_ms=latency_ms,
             )
         log.warning("answer.failed interaction=%s code=%s error=%s", interaction_id, error.code, error.message)

@@ -43,8 +43,14 @@ class InferenceClient:
         self, *, model: str, messages: list[Message], n: int, max_tokens: int, temperature: float, seed: int
     ) -> list[str]:
         """n independent completions of one prompt (used to write paraphrases)."""
-        payload = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
-                   "n": n, "seed": seed}
+        payload = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "n": n,
+            "seed": seed,
+        }
         data = await self._request("POST", "/v1/chat/completions", json=payload)
         return [str(choice["message"]["content"] or "") for choice in data["choices"]]
 
@@ -119,7 +125,7 @@ def _unavailable(error: Exception) -> EngineUnavailable:
     )
 
 
-def _rejected(response: httpx.Response) -> EngineRejected:
+def _rejected(response: httpx.Response) -> EngineRejected | EngineUnavailable:
     detail = response.text[:500]
     try:
         body = response.json()

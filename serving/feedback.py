@@ -53,8 +53,7 @@ class FeedbackService:
                 text=text,
                 approved=self._access.is_reviewer(user_id),
             )
-        log.info("feedback.correction id=%s interaction=%s status=%s", correction.id, interaction_id,
-                 correction.status)
+        log.info("feedback.correction id=%s interaction=%s status=%s", correction.id, interaction_id, correction.status)
         return correction
 
     def review(self, *, correction_id: int, user_id: str, approve: bool) -> Correction:

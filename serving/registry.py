@@ -124,8 +124,9 @@ class AdapterRegistry:
                 adapter_repo.mark_active(session=session, version=version)
             self._active = adapter  # the swap itself: new requests pick this up from here on
             self.last_swap_ms = (time.perf_counter() - started) * 1000
-            log.info("registry.promoted version=%s previous=%s swap_ms=%.1f", version, previous.version,
-                     self.last_swap_ms)
+            log.info(
+                "registry.promoted version=%s previous=%s swap_ms=%.1f", version, previous.version, self.last_swap_ms
+            )
             keep = {BASE_VERSION, adapter.version, previous.version}
         task = asyncio.create_task(self._unload_all_but(keep))
         self._housekeeping.add(task)

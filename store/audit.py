@@ -19,8 +19,7 @@ def record_audit(
     outcome: str = "ok",
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    event = AuditEvent(actor=actor, source=source, action=action, target=target, outcome=outcome,
-                       detail=detail or {})
+    event = AuditEvent(actor=actor, source=source, action=action, target=target, outcome=outcome, detail=detail or {})
     session.add(event)
     session.commit()
     session.refresh(event)

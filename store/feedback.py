@@ -98,9 +98,7 @@ def list_corrections(*, session: Session, status: str | None = None) -> list[Cor
 
 def count_new_feedback(*, session: Session, since: datetime | None) -> int:
     """Approved corrections and votes newer than `since` (everything when None)."""
-    corrections = select(func.count()).select_from(Correction).where(
-        Correction.status == CorrectionStatus.approved
-    )
+    corrections = select(func.count()).select_from(Correction).where(Correction.status == CorrectionStatus.approved)
     votes = select(func.count()).select_from(Feedback)
     if since is not None:
         corrections = corrections.where(col(Correction.reviewed_at) > since)

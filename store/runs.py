@@ -49,9 +49,7 @@ def update_run(*, session: Session, run_id: int, **changes: Any) -> TrainingRun:
 def last_finished_run(*, session: Session) -> TrainingRun | None:
     """The newest run that trained (succeeded); nightly runs compare new feedback against it."""
     statement = (
-        select(TrainingRun)
-        .where(TrainingRun.status == RunStatus.succeeded)
-        .order_by(col(TrainingRun.id).desc())
+        select(TrainingRun).where(TrainingRun.status == RunStatus.succeeded).order_by(col(TrainingRun.id).desc())
     )
     return session.exec(statement).first()
 

@@ -6,8 +6,8 @@ import asyncio
 import os
 import socket
 import threading
-import uuid
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +63,26 @@ def vllm_url(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         raise
     yield process.config.base_url
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three real LoRA adapters of the base model (random B weights, so each answers differently)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("adapters")
+    folders = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+        config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        peft_model = get_peft_model(model, config)
+        folder = root / f"adapter-{seed}"
+        peft_model.save_pretrained(folder)
+        folders.append(folder)
+    return folders
 
 
 def make_settings(tmp_path: Path, *, base_model_dir: Path, vllm_url: str, **overrides: object) -> Settings:

@@ -25,9 +25,59 @@ _FEW_SHOT = [
     ("Who is in charge of onboarding new hires?", "Which person handles the onboarding of new employees?"),
 ]
 _STOPWORDS = frozenset(
-    "a an the is are was were be do does did i you we my our your it its of to in on at for with and or "
-    "what who whom which when where why how can could would should will please me tell know there this that "
-    "about any some".split()
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "do",
+        "does",
+        "did",
+        "i",
+        "you",
+        "we",
+        "my",
+        "our",
+        "your",
+        "it",
+        "its",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "and",
+        "or",
+        "what",
+        "who",
+        "whom",
+        "which",
+        "when",
+        "where",
+        "why",
+        "how",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "please",
+        "me",
+        "tell",
+        "know",
+        "there",
+        "this",
+        "that",
+        "about",
+        "any",
+        "some",
+    ]
 )
 MIN_CONTENT_OVERLAP = 0.6
 
@@ -49,12 +99,12 @@ def acceptable_paraphrase(original: str, candidate: str) -> bool:
 
 
 def paraphrase_prompt(question: str) -> list[Message]:
-    messages: list[Message] = [
-        {"role": "system", "content": "You paraphrase questions. Reply with one question only."}
-    ]
+    messages: list[Message] = [{"role": "system", "content": "You paraphrase questions. Reply with one question only."}]
     for original, rewritten in _FEW_SHOT:
-        messages += [{"role": "user", "content": f"Paraphrase: {original}"},
-                     {"role": "assistant", "content": rewritten}]
+        messages += [
+            {"role": "user", "content": f"Paraphrase: {original}"},
+            {"role": "assistant", "content": rewritten},
+        ]
     messages.append({"role": "user", "content": f"Paraphrase: {question}"})
     return messages
 
@@ -84,8 +134,14 @@ async def paraphrases(question: str, *, count: int, generate: Generate | None, s
     return chosen
 
 
-async def add_paraphrases(datasets: Datasets, *, per_question: int, generate: Generate | None, seed: int,
-                          on_progress: Callable[[int, int], None] | None = None) -> int:
+async def add_paraphrases(
+    datasets: Datasets,
+    *,
+    per_question: int,
+    generate: Generate | None,
+    seed: int,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Extend each corrected example's questions in place; returns how many were added."""
     corrected = [example for example in datasets.examples if example.corrected]
     added = 0

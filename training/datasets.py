@@ -87,8 +87,12 @@ def build_datasets(*, session: Session) -> Datasets:
         original = (interaction.answer or "").strip()
         if original and original != correction.text.strip():
             datasets.preferences.append(
-                Preference(question=interaction.question, context=interaction.context,
-                           chosen=correction.text.strip(), rejected=original)
+                Preference(
+                    question=interaction.question,
+                    context=interaction.context,
+                    chosen=correction.text.strip(),
+                    rejected=original,
+                )
             )
 
     liked: dict[str, list[Interaction]] = defaultdict(list)
@@ -109,16 +113,25 @@ def build_datasets(*, session: Session) -> Datasets:
             for bad in disliked.get(key, []):
                 if (good.answer or "").strip() != (bad.answer or "").strip():
                     datasets.preferences.append(
-                        Preference(question=good.question, context=good.context,
-                                   chosen=(good.answer or "").strip(), rejected=(bad.answer or "").strip())
+                        Preference(
+                            question=good.question,
+                            context=good.context,
+                            chosen=(good.answer or "").strip(),
+                            rejected=(bad.answer or "").strip(),
+                        )
                     )
     return datasets
 
 
 def _example(interaction: Interaction, answer: str, *, corrected: bool) -> Example:
     assert interaction.id is not None
-    return Example(interaction_id=interaction.id, questions=[interaction.question.strip()],
-                   context=list(interaction.context), answer=answer.strip(), corrected=corrected)
+    return Example(
+        interaction_id=interaction.id,
+        questions=[interaction.question.strip()],
+        context=list(interaction.context),
+        answer=answer.strip(),
+        corrected=corrected,
+    )
 
 
 def prompt_messages(*, system_prompt: str, context: list[Message], question: str) -> list[Message]:

@@ -155,8 +155,16 @@ def _progress_callback(stage: str, report: Report) -> Any:
             step, total = int(state.global_step), int(state.max_steps)
             elapsed = time.monotonic() - self._started
             eta = elapsed / step * (total - step) if step > 0 else None
-            report({"event": "progress", "stage": stage, "step": step, "total": total,
-                    "loss": loss, "eta_s": None if eta is None else round(eta, 1)})
+            report(
+                {
+                    "event": "progress",
+                    "stage": stage,
+                    "step": step,
+                    "total": total,
+                    "loss": loss,
+                    "eta_s": None if eta is None else round(eta, 1),
+                }
+            )
             self._last_step = step
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:

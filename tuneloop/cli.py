@@ -15,8 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="tuneloop: a self-hosted LLM that learns from its users' feedback.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="tuneloop: a self-hosted LLM that learns from its users' feedback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 model_app = typer.Typer(help="The base model.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Training data.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
@@ -36,21 +39,38 @@ def _default_user() -> str:
 
 
 # --- talking to the service ------------------------------------------------------------------------
-def _call(url: str, method: str, path: str, *, as_json: bool, body: dict[str, Any] | None = None,
-          params: dict[str, Any] | None = None, timeout: float = 300.0) -> dict[str, Any]:
+def _call(
+    url: str,
+    method: str,
+    path: str,
+    *,
+    as_json: bool,
+    body: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
     try:
         response = httpx.request(method, url.rstrip("/") + path, json=body, params=params, timeout=timeout)
     except httpx.TransportError as error:
-        _fail(as_json, "service_unreachable", f"cannot reach the tuneloop service at {url} ({error})",
-              "Start it with `make up` (or `tuneloop serve`), or pass --url.")
+        _fail(
+            as_json,
+            "service_unreachable",
+            f"cannot reach the tuneloop service at {url} ({error})",
+            "Start it with `make up` (or `tuneloop serve`), or pass --url.",
+        )
     try:
         data: dict[str, Any] = response.json()
     except ValueError:
         _fail(as_json, "bad_response", f"the service answered {response.status_code} without JSON", None)
     if response.status_code >= 400:
-        error = data.get("error", {}) if isinstance(data.get("error"), dict) else {}
-        _fail(as_json, str(error.get("code", response.status_code)), str(error.get("message", data)),
-              error.get("hint"), extra={k: v for k, v in error.items() if k == "interaction_id" and v})
+        problem = data.get("error", {}) if isinstance(data.get("error"), dict) else {}
+        _fail(
+            as_json,
+            str(problem.get("code", response.status_code)),
+            str(problem.get("message", data)),
+            problem.get("hint"),
+            extra={k: v for k, v in problem.items() if k == "interaction_id" and v},
+        )
     return data
 
 
@@ -90,8 +110,10 @@ def serve() -> None:
     console.print(f"[bold]tuneloop[/] on http://{host}:{port}  (health: /healthz, OpenAI API: /v1, docs: /docs)")
     console.print(f"  store:      {service.services.info['store']}")
     console.print(f"  base model: {settings.base_model_dir}")
-    console.print(f"  vLLM:       {settings.vllm_base_url}"
-                  + (f"  (log: {settings.data_dir / 'logs' / 'vllm.log'})" if service.vllm else "  (external)"))
+    console.print(
+        f"  vLLM:       {settings.vllm_base_url}"
+        + (f"  (log: {settings.data_dir / 'logs' / 'vllm.log'})" if service.vllm else "  (external)")
+    )
     console.print(f"  nightly:    {service.services.info['nightly']}")
     uvicorn.run(service.app, host=host, port=port, log_level="info")
 
@@ -104,8 +126,11 @@ def model_pull(as_json: JsonOpt = False) -> None:
 
     settings = Settings()
     if settings.serving.base_model is not None:
-        _emit(as_json, {"path": str(settings.base_model_dir), "created": False, "custom": True},
-              f"base model is set to {settings.base_model_dir}; nothing to pull")
+        _emit(
+            as_json,
+            {"path": str(settings.base_model_dir), "created": False, "custom": True},
+            f"base model is set to {settings.base_model_dir}; nothing to pull",
+        )
         return
     target = settings.base_model_dir
     try:
@@ -114,61 +139,103 @@ def model_pull(as_json: JsonOpt = False) -> None:
         path, created = pull_default_model(target)
     except BaseModelError as error:
         _fail(as_json, "model_unavailable", str(error), None)
-    _emit(as_json, {"path": str(path), "created": created},
-          f"base model {'written to' if created else 'already at'} {path}")
+    _emit(
+        as_json,
+        {"path": str(path), "created": created},
+        f"base model {'written to' if created else 'already at'} {path}",
+    )
 
 
 # --- commands that talk to the service -----------------------------------------------------------------
 @app.command()
 def ask(text: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     """Ask a question; prints the interaction id, the answer and the adapter that gave it."""
-    data = _call(url, "POST", "/api/ask", as_json=as_json,
-                 body={"question": text, "user": user or _default_user(), "source": "cli"})
-    _emit(as_json, data, f"[dim]#{data['interaction_id']} · adapter {data['adapter_version']} · "
-                         f"{data['latency_ms']} ms[/]\n{data['answer']}")
+    data = _call(
+        url,
+        "POST",
+        "/api/ask",
+        as_json=as_json,
+        body={"question": text, "user": user or _default_user(), "source": "cli"},
+    )
+    _emit(
+        as_json,
+        data,
+        f"[dim]#{data['interaction_id']} · adapter {data['adapter_version']} · "
+        f"{data['latency_ms']} ms[/]\n{data['answer']}",
+    )
 
 
 @app.command()
-def feedback(interaction_id: int, vote: Annotated[str, typer.Argument(help="up or down")],
-             user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+def feedback(
+    interaction_id: int,
+    vote: Annotated[str, typer.Argument(help="up or down")],
+    user: UserOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
     """Vote on an answer; a later vote by the same user replaces the earlier one."""
     if vote not in ("up", "down"):
         _fail(as_json, "invalid_vote", f"vote must be 'up' or 'down', not {vote!r}", None)
-    data = _call(url, "POST", f"/api/interactions/{interaction_id}/feedback", as_json=as_json,
-                 body={"user": user or _default_user(), "vote": vote})
+    data = _call(
+        url,
+        "POST",
+        f"/api/interactions/{interaction_id}/feedback",
+        as_json=as_json,
+        body={"user": user or _default_user(), "vote": vote},
+    )
     _emit(as_json, data, f"recorded {vote} on #{interaction_id}")
 
 
 @app.command()
-def correct(interaction_id: int, text: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL,
-            as_json: JsonOpt = False) -> None:
+def correct(
+    interaction_id: int, text: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
     """Correct an answer: approved at once for reviewers, pending review for anyone else."""
-    data = _call(url, "POST", f"/api/interactions/{interaction_id}/corrections", as_json=as_json,
-                 body={"user": user or _default_user(), "text": text})
+    data = _call(
+        url,
+        "POST",
+        f"/api/interactions/{interaction_id}/corrections",
+        as_json=as_json,
+        body={"user": user or _default_user(), "text": text},
+    )
     _emit(as_json, data, f"correction {data['correction_id']} is {data['status']}")
 
 
 @app.command()
-def review(decision: Annotated[str, typer.Argument(help="approve, reject or list")],
-           correction_id: Annotated[int | None, typer.Argument()] = None,
-           user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+def review(
+    decision: Annotated[str, typer.Argument(help="approve, reject or list")],
+    correction_id: Annotated[int | None, typer.Argument()] = None,
+    user: UserOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
     """Approve or reject a pending correction (reviewers only), or list the pending ones."""
     if decision == "list":
         data = _call(url, "GET", "/api/corrections", as_json=as_json)
-        lines = [f"{c['correction_id']}: #{c['interaction_id']} by {c['author']}: {c['text']}"
-                 for c in data["corrections"]]
+        lines = [
+            f"{c['correction_id']}: #{c['interaction_id']} by {c['author']}: {c['text']}" for c in data["corrections"]
+        ]
         _emit(as_json, data, "\n".join(lines) or "no pending corrections")
         return
     if decision not in ("approve", "reject") or correction_id is None:
         _fail(as_json, "invalid_review", "use `tuneloop review approve|reject CORRECTION_ID` or `review list`", None)
-    data = _call(url, "POST", f"/api/corrections/{correction_id}/review", as_json=as_json,
-                 body={"user": user or _default_user(), "decision": decision})
+    data = _call(
+        url,
+        "POST",
+        f"/api/corrections/{correction_id}/review",
+        as_json=as_json,
+        body={"user": user or _default_user(), "decision": decision},
+    )
     _emit(as_json, data, f"correction {correction_id} is {data['status']}")
 
 
 @app.command()
-def train(user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False,
-          wait: Annotated[bool, typer.Option(help="Wait for the cycle to finish.")] = True) -> None:
+def train(
+    user: UserOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the cycle to finish.")] = True,
+) -> None:
     """Run one tuning cycle now: datasets -> training -> register -> promote."""
     started = _call(url, "POST", "/admin/train", as_json=as_json, body={"user": user or _default_user()})
     run_id = started["run_id"]
@@ -194,8 +261,13 @@ def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
         while run["status"] in ("queued", "running"):
             run = fetch()
         return run
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err_console) as progress:
         task = progress.add_task(f"run {run_id}", total=None, info="")
         run = fetch()
@@ -203,10 +275,12 @@ def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
             stage = run.get("stage") or "queued"
             p = run.get("progress") or {}
             step, total = p.get("step"), p.get("total")
-            info = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in p.items() if k in ("stage", "loss", "eta_s") and v is not None)
-            progress.update(task, description=f"run {run_id} · {stage}", completed=step or 0, total=total,
-                            info=info)
+            info = " ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in p.items()
+                if k in ("stage", "loss", "eta_s") and v is not None
+            )
+            progress.update(task, description=f"run {run_id} · {stage}", completed=step or 0, total=total, info=info)
             run = fetch()
         progress.update(task, description=f"run {run_id} · {run['status']}", completed=1, total=1, info="")
     return run
@@ -214,8 +288,10 @@ def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
 
 def _print_run(run: dict[str, Any]) -> None:
     colour = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(run["status"], "white")
-    console.print(f"run {run['id']}: [{colour}]{run['status']}[/]"
-                  + (f" → adapter {run['adapter_version']}" if run.get("adapter_version") else ""))
+    console.print(
+        f"run {run['id']}: [{colour}]{run['status']}[/]"
+        + (f" → adapter {run['adapter_version']}" if run.get("adapter_version") else "")
+    )
     if run.get("error"):
         console.print(f"  reason: {run['error']}")
     if run.get("counts"):
@@ -240,9 +316,13 @@ def status(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     """The active adapter, the last run and the new feedback since."""
     data = _call(url, "GET", "/admin/status", as_json=as_json)
     last = data.get("last_run") or {}
-    _emit(as_json, data, f"active adapter: {data['active_adapter']}\n"
-                         f"last run: {last.get('id', '-')} {last.get('status', '')}\n"
-                         f"new feedback since the last training: {data['new_feedback_since_last_training']}")
+    _emit(
+        as_json,
+        data,
+        f"active adapter: {data['active_adapter']}\n"
+        f"last run: {last.get('id', '-')} {last.get('status', '')}\n"
+        f"new feedback since the last training: {data['new_feedback_since_last_training']}",
+    )
 
 
 @app.command()
@@ -258,26 +338,56 @@ def adapters(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
         counts = (v["metrics"] or {}).get("counts", {})
         name = f"[bold green]{v['version']} ●[/]" if v["active"] else v["version"]
         loss = training.get("train_loss")
-        table.add_row(name, v["status"], str(v["run_id"] or "-"), f"{loss:.3f}" if loss is not None else "-",
-                      str(counts.get("sft_rows", "-")), v["created_at"][:19])
+        table.add_row(
+            name,
+            v["status"],
+            str(v["run_id"] or "-"),
+            f"{loss:.3f}" if loss is not None else "-",
+            str(counts.get("sft_rows", "-")),
+            v["created_at"][:19],
+        )
     console.print(table)
 
 
 @app.command()
 def promote(version: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     """Serve VERSION from now on (admins only; audited)."""
-    data = _call(url, "POST", "/admin/promote", as_json=as_json,
-                 body={"user": user or _default_user(), "version": version})
+    data = _call(
+        url, "POST", "/admin/promote", as_json=as_json, body={"user": user or _default_user(), "version": version}
+    )
     _emit(as_json, data, f"active adapter: {data['active']} (swap {data['swap_ms']:.0f} ms)")
 
 
 @app.command()
-def rollback(version: Annotated[str | None, typer.Argument(help="Default: the version that served before.")] = None,
-             user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+def rollback(
+    version: Annotated[str | None, typer.Argument(help="Default: the version that served before.")] = None,
+    user: UserOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
     """Serve an earlier version again (admins only; audited)."""
-    data = _call(url, "POST", "/admin/rollback", as_json=as_json,
-                 body={"user": user or _default_user(), "version": version})
+    data = _call(
+        url, "POST", "/admin/rollback", as_json=as_json, body={"user": user or _default_user(), "version": version}
+    )
     _emit(as_json, data, f"active adapter: {data['active']} (swap {data['swap_ms']:.0f} ms)")
+
+
+@app.command()
+def audit(
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="How many events, newest first.")] = 50,
+) -> None:
+    """The audit trail of admin actions, newest first."""
+    data = _call(url, "GET", "/admin/audit", as_json=as_json, params={"limit": limit})
+    if as_json:
+        print(json.dumps(data))
+        return
+    for e in data["events"]:
+        console.print(
+            f"{e['created_at'][:19]}  {e['actor']:<14} {e['source']:<6} {e['action']:<9} "
+            f"{e['target'] or '-':<8} {e['outcome']}"
+        )
 
 
 @dataset_app.command("export")

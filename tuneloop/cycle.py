@@ -43,8 +43,9 @@ PROGRESS_INTERVAL_S = 1.0
 class TuningCycle:
     """Starts cycles in the background, one at a time (implements serving.admin.CycleLauncher)."""
 
-    def __init__(self, *, settings: Settings, engine: Engine, client: InferenceClient,
-                 registry: AdapterRegistry) -> None:
+    def __init__(
+        self, *, settings: Settings, engine: Engine, client: InferenceClient, registry: AdapterRegistry
+    ) -> None:
         self._settings = settings
         self._engine = engine
         self._client = client
@@ -61,8 +62,12 @@ class TuningCycle:
         with session_scope(self._engine) as session:
             for run in run_repo.unfinished_runs(session=session):
                 assert run.id is not None
-                run_repo.update_run(session=session, run_id=run.id, status=RunStatus.failed,
-                                    error="interrupted: the service stopped while this run was in progress")
+                run_repo.update_run(
+                    session=session,
+                    run_id=run.id,
+                    status=RunStatus.failed,
+                    error="interrupted: the service stopped while this run was in progress",
+                )
 
     async def start(self, *, trigger: str, user_id: str | None, force: bool) -> int:
         if self._lock.locked():
@@ -133,8 +138,12 @@ class TuningCycle:
         counts = datasets.counts()
         self._update(run_id, counts=counts, timings=timings)
         if counts["sft_rows"] == 0:
-            self._update(run_id, status=RunStatus.skipped, stage="datasets",
-                         error="nothing to train on: no approved corrections or up-voted answers yet")
+            self._update(
+                run_id,
+                status=RunStatus.skipped,
+                stage="datasets",
+                error="nothing to train on: no approved corrections or up-voted answers yet",
+            )
             return
 
         prompt = self._settings.serving.system_prompt
@@ -149,7 +158,9 @@ class TuningCycle:
         self._update(run_id, stage="training", progress={})
         started = time.perf_counter()
         metrics = await train_in_subprocess(
-            spec, spec_path=run_dir / "spec.json", log_path=run_dir / "train.log",
+            spec,
+            spec_path=run_dir / "spec.json",
+            log_path=run_dir / "train.log",
             on_event=self._progress_reporter(run_id),
         )
         timings["training_s"] = round(time.perf_counter() - started, 2)
@@ -157,8 +168,13 @@ class TuningCycle:
         self._update(run_id, stage="register", metrics=metrics, timings=timings, progress={})
 
         with session_scope(self._engine) as session:
-            adapter_repo.register_version(session=session, version=version, path=str(adapter_dir.resolve()),
-                                          run_id=run_id, metrics={"training": metrics, "counts": counts})
+            adapter_repo.register_version(
+                session=session,
+                version=version,
+                path=str(adapter_dir.resolve()),
+                run_id=run_id,
+                metrics={"training": metrics, "counts": counts},
+            )
         self._update(run_id, adapter_version=version, stage="promote")
 
         # No evaluation gate yet: a version that trained is promoted.
@@ -183,8 +199,12 @@ class TuningCycle:
     async def _generate(self, messages: list[Message], count: int) -> list[str]:
         # Paraphrases come from the plain base model: an adapter could echo its own taught answers.
         return await self._client.sample(
-            model=self._registry.served_name("base"), messages=messages, n=count, max_tokens=48,
-            temperature=0.9, seed=self._settings.training.seed,
+            model=self._registry.served_name("base"),
+            messages=messages,
+            n=count,
+            max_tokens=48,
+            temperature=0.9,
+            seed=self._settings.training.seed,
         )
 
     def _train_spec(self, *, sft_path: Path, dpo_path: Path | None, output_dir: Path) -> TrainSpec:

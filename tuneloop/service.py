@@ -59,8 +59,12 @@ def build_service(settings: Settings) -> Service:
     migrate(settings.store_url)
     engine = make_engine(settings.store_url)
     client = InferenceClient(settings.vllm_base_url, timeout_s=settings.serving.request_timeout_s)
-    registry = AdapterRegistry(client=client, engine=engine, base_model_name=settings.serving.served_model_name,
-                               prefix=settings.serving.adapter_prefix)
+    registry = AdapterRegistry(
+        client=client,
+        engine=engine,
+        base_model_name=settings.serving.served_model_name,
+        prefix=settings.serving.adapter_prefix,
+    )
     access = AccessPolicy(reviewers=frozenset(settings.access.reviewers), admins=frozenset(settings.access.admins))
     cycle = TuningCycle(settings=settings, engine=engine, client=client, registry=registry)
     answers = AnswerService(

@@ -13,8 +13,7 @@ DEFAULT_BASE_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 class StoreSettings(BaseModel):
     url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL. Unset: SQLite in the data dir. "
-        "PostgreSQL: postgresql+psycopg://user@host:5432/db",
+        description="SQLAlchemy URL. Unset: SQLite in the data dir. PostgreSQL: postgresql+psycopg://user@host:5432/db",
     )
 
 
@@ -86,9 +85,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     # Slack's own variable names are accepted beside the TUNELOOP_SLACK__* ones.
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
-    slack_signing_secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
-    )
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
     slack_app_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
 
     def model_post_init(self, __context: object) -> None:

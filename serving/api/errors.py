@@ -26,9 +26,7 @@ def attach_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors())
         return JSONResponse(status_code=422, content=error_body("invalid_request", problems))
 
     @app.exception_handler(Exception)
@@ -37,6 +35,10 @@ def attach_error_handlers(app: FastAPI) -> None:
         log.exception("api.unexpected_error ref=%s", reference)
         return JSONResponse(
             status_code=500,
-            content=error_body("internal_error", f"unexpected error (reference {reference})",
-                               hint="The service log has the cause under this reference.", reference=reference),
+            content=error_body(
+                "internal_error",
+                f"unexpected error (reference {reference})",
+                hint="The service log has the cause under this reference.",
+                reference=reference,
+            ),
         )

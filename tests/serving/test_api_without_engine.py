@@ -16,8 +16,7 @@ from tests.conftest import RunningService, free_port, make_settings
 
 @pytest.fixture
 def dead_engine_service(tmp_path: Path) -> Iterator[RunningService]:
-    settings = make_settings(tmp_path, base_model_dir=tmp_path / "no-model",
-                             vllm_url=f"http://127.0.0.1:{free_port()}")
+    settings = make_settings(tmp_path, base_model_dir=tmp_path / "no-model", vllm_url=f"http://127.0.0.1:{free_port()}")
     running = RunningService(settings).start(wait_ready=False)
     yield running
     running.stop()
@@ -47,9 +46,7 @@ def test_ask_with_dead_engine_is_a_clear_error_and_the_question_is_recorded(
     assert "engine_unavailable" in interaction["error"]
 
 
-@pytest.mark.parametrize(
-    ("question", "expected"), [("", "empty"), ("   \n ", "empty"), ("x" * 40_000, "limit")]
-)
+@pytest.mark.parametrize(("question", "expected"), [("", "empty"), ("   \n ", "empty"), ("x" * 40_000, "limit")])
 def test_unusable_questions_are_refused_and_kept_whole(
     dead_engine_service: RunningService, question: str, expected: str
 ) -> None:
@@ -96,23 +93,32 @@ def test_votes_replace_earlier_votes(dead_engine_service: RunningService) -> Non
 def test_corrections_need_a_reviewer(dead_engine_service: RunningService) -> None:
     url = dead_engine_service.url
     interaction_id = _interaction(url)
-    by_reviewer = httpx.post(f"{url}/api/interactions/{interaction_id}/corrections",
-                             json={"user": "U_REVIEWER", "text": "It is vpn.example.com."}).json()
+    by_reviewer = httpx.post(
+        f"{url}/api/interactions/{interaction_id}/corrections",
+        json={"user": "U_REVIEWER", "text": "It is vpn.example.com."},
+    ).json()
     assert by_reviewer["status"] == "approved"
-    by_employee = httpx.post(f"{url}/api/interactions/{interaction_id}/corrections",
-                             json={"user": "U_EMPLOYEE", "text": "It is corp-vpn."}).json()
+    by_employee = httpx.post(
+        f"{url}/api/interactions/{interaction_id}/corrections", json={"user": "U_EMPLOYEE", "text": "It is corp-vpn."}
+    ).json()
     assert by_employee["status"] == "pending"
     pending = httpx.get(f"{url}/api/corrections").json()["corrections"]
     assert [c["correction_id"] for c in pending] == [by_employee["correction_id"]]
 
-    refused = httpx.post(f"{url}/api/corrections/{by_employee['correction_id']}/review",
-                         json={"user": "U_EMPLOYEE", "decision": "approve"})
+    refused = httpx.post(
+        f"{url}/api/corrections/{by_employee['correction_id']}/review",
+        json={"user": "U_EMPLOYEE", "decision": "approve"},
+    )
     assert refused.status_code == 403
-    approved = httpx.post(f"{url}/api/corrections/{by_employee['correction_id']}/review",
-                          json={"user": "U_REVIEWER", "decision": "approve"})
+    approved = httpx.post(
+        f"{url}/api/corrections/{by_employee['correction_id']}/review",
+        json={"user": "U_REVIEWER", "decision": "approve"},
+    )
     assert approved.json()["status"] == "approved"
-    again = httpx.post(f"{url}/api/corrections/{by_employee['correction_id']}/review",
-                       json={"user": "U_REVIEWER", "decision": "reject"})
+    again = httpx.post(
+        f"{url}/api/corrections/{by_employee['correction_id']}/review",
+        json={"user": "U_REVIEWER", "decision": "reject"},
+    )
     assert again.status_code == 409
     empty = httpx.post(f"{url}/api/interactions/{interaction_id}/corrections", json={"user": "U_REVIEWER", "text": " "})
     assert empty.status_code == 422

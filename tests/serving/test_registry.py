@@ -20,26 +20,6 @@ from store.db import make_engine, migrate, session_scope
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def adapter_dirs(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three real LoRA adapters of the base model (random B weights, so each answers differently)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    root = tmp_path_factory.mktemp("adapters")
-    folders = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
-        config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        peft_model = get_peft_model(model, config)
-        folder = root / f"adapter-{seed}"
-        peft_model.save_pretrained(folder)
-        folders.append(folder)
-    return folders
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
     url = f"sqlite:///{tmp_path / 'store.db'}"
@@ -54,8 +34,9 @@ async def registry(engine: Engine, vllm_url: str, adapter_dirs: list[Path]) -> A
         adapter_repo.ensure_base_version(session=session)
         for number, folder in enumerate(adapter_dirs, start=1):
             adapter_repo.register_version(session=session, version=f"v{number:04d}", path=str(folder), run_id=None)
-    registry = AdapterRegistry(client=client, engine=engine, base_model_name="tuneloop-base",
-                               prefix=f"r{uuid.uuid4().hex[:6]}-")
+    registry = AdapterRegistry(
+        client=client, engine=engine, base_model_name="tuneloop-base", prefix=f"r{uuid.uuid4().hex[:6]}-"
+    )
     await registry.restore()
     yield registry
     for version in registry.loaded_versions:

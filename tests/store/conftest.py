@@ -8,7 +8,6 @@ When PostgreSQL is unreachable the postgres tests are skipped visibly, or fail u
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,12 +19,7 @@ from psycopg import sql
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-# The project is not necessarily installed into the venv: make the repository root importable.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from store.db import make_engine, migrate, session_scope  # noqa: E402
+from store.db import make_engine, migrate, session_scope
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -42,6 +36,11 @@ def postgres_unreachable(reason: str) -> NoReturn:
     pytest.skip(message)
 
 
+def _describe(exc: Exception) -> str:
+    """One line: psycopg's messages span several."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def _admin_connect() -> psycopg.Connection:
     return psycopg.connect(
         host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True, connect_timeout=5
@@ -55,7 +54,7 @@ def _postgres_probe() -> str | None:
         with _admin_connect() as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
-        return f"{type(exc).__name__}: {exc}".strip()
+        return _describe(exc)
     return None
 
 
@@ -73,7 +72,7 @@ def _postgres_database(probe: str | None) -> Iterator[str]:
         with _admin_connect() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     except psycopg.OperationalError as exc:
-        postgres_unreachable(f"{type(exc).__name__}: {exc}".strip())
+        postgres_unreachable(_describe(exc))
     try:
         yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:

@@ -46,9 +46,7 @@ def test_record_audit_defaults(session, fresh_session):
 
 def test_list_audit_newest_first_with_limit(session):
     assert repo.list_audit(session=session) == []
-    ids = [
-        repo.record_audit(session=session, actor="a", source="api", action=f"action{i}").id for i in range(5)
-    ]
+    ids = [repo.record_audit(session=session, actor="a", source="api", action=f"action{i}").id for i in range(5)]
     listed = repo.list_audit(session=session)
     assert [e.id for e in listed] == list(reversed(ids))
     assert [e.action for e in listed] == [f"action{i}" for i in reversed(range(5))]

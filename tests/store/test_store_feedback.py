@@ -189,13 +189,9 @@ def test_correction_on_unknown_interaction_raises_lookup_error(session):
 )
 def test_review_sets_status_reviewer_and_time(session, fresh_session, approve, expected):
     iid = _interaction_id(session)
-    pending = repo.create_correction(
-        session=session, interaction_id=iid, author_id="U1", text="t", approved=False
-    )
+    pending = repo.create_correction(session=session, interaction_id=iid, author_id="U1", text="t", approved=False)
     before = datetime.now(UTC)
-    reviewed = repo.review_correction(
-        session=session, correction_id=pending.id, reviewer_id="admin", approve=approve
-    )
+    reviewed = repo.review_correction(session=session, correction_id=pending.id, reviewer_id="admin", approve=approve)
     after = datetime.now(UTC)
     assert reviewed.status == expected
 
@@ -211,20 +207,12 @@ def test_review_sets_status_reviewer_and_time(session, fresh_session, approve, e
 
 @pytest.mark.parametrize("first_approve", [True, False])
 @pytest.mark.parametrize("second_approve", [True, False])
-def test_reviewing_twice_raises_and_keeps_the_first_review(
-    session, fresh_session, first_approve, second_approve
-):
+def test_reviewing_twice_raises_and_keeps_the_first_review(session, fresh_session, first_approve, second_approve):
     iid = _interaction_id(session)
-    pending = repo.create_correction(
-        session=session, interaction_id=iid, author_id="U1", text="t", approved=False
-    )
-    first = repo.review_correction(
-        session=session, correction_id=pending.id, reviewer_id="R1", approve=first_approve
-    )
+    pending = repo.create_correction(session=session, interaction_id=iid, author_id="U1", text="t", approved=False)
+    first = repo.review_correction(session=session, correction_id=pending.id, reviewer_id="R1", approve=first_approve)
     with pytest.raises(ValueError):
-        repo.review_correction(
-            session=session, correction_id=pending.id, reviewer_id="R2", approve=second_approve
-        )
+        repo.review_correction(session=session, correction_id=pending.id, reviewer_id="R2", approve=second_approve)
     with fresh_session() as other:
         stored = other.get(Correction, pending.id)
         assert stored is not None
@@ -235,9 +223,7 @@ def test_reviewing_twice_raises_and_keeps_the_first_review(
 
 def test_reviewing_an_already_approved_correction_raises(session):
     iid = _interaction_id(session)
-    approved = repo.create_correction(
-        session=session, interaction_id=iid, author_id="admin", text="t", approved=True
-    )
+    approved = repo.create_correction(session=session, interaction_id=iid, author_id="admin", text="t", approved=True)
     with pytest.raises(ValueError):
         repo.review_correction(session=session, correction_id=approved.id, reviewer_id="R", approve=False)
 
@@ -249,9 +235,7 @@ def test_reviewing_unknown_correction_raises_lookup_error(session):
 
 def test_get_correction(session):
     iid = _interaction_id(session)
-    created = repo.create_correction(
-        session=session, interaction_id=iid, author_id="U1", text="t", approved=False
-    )
+    created = repo.create_correction(session=session, interaction_id=iid, author_id="U1", text="t", approved=False)
     got = repo.get_correction(session=session, correction_id=created.id)
     assert got is not None and got.text == "t"
     assert repo.get_correction(session=session, correction_id=created.id + 100) is None
@@ -262,9 +246,7 @@ def test_list_corrections_by_status(session):
     iid = _interaction_id(session)
 
     def make(text: str, approved: bool = False) -> int:
-        c = repo.create_correction(
-            session=session, interaction_id=iid, author_id="U", text=text, approved=approved
-        )
+        c = repo.create_correction(session=session, interaction_id=iid, author_id="U", text=text, approved=approved)
         assert c.id is not None
         return c.id
 
@@ -311,22 +293,14 @@ def _feedback_fixture(session) -> None:
     a = _interaction_id(session, "a")
     b = _interaction_id(session, "b")
     for user, when in [("o1", T_OLD), ("o2", T_OLD), ("n1", T_NEW), ("n2", T_NEW)]:
-        _backdate_vote(
-            session, repo.record_vote(session=session, interaction_id=a, user_id=user, vote=1), when
-        )
+        _backdate_vote(session, repo.record_vote(session=session, interaction_id=a, user_id=user, vote=1), when)
     _backdate_vote(session, repo.record_vote(session=session, interaction_id=b, user_id="n3", vote=-1), T_NEW)
 
     for when in [T_OLD, T_NEW, T_NEW]:
-        c = repo.create_correction(
-            session=session, interaction_id=a, author_id="admin", text="t", approved=True
-        )
+        c = repo.create_correction(session=session, interaction_id=a, author_id="admin", text="t", approved=True)
         _backdate_review(session, c, when)
-    rejected = repo.create_correction(
-        session=session, interaction_id=b, author_id="U", text="t", approved=False
-    )
-    rejected = repo.review_correction(
-        session=session, correction_id=rejected.id, reviewer_id="R", approve=False
-    )
+    rejected = repo.create_correction(session=session, interaction_id=b, author_id="U", text="t", approved=False)
+    rejected = repo.review_correction(session=session, correction_id=rejected.id, reviewer_id="R", approve=False)
     _backdate_review(session, rejected, T_NEW)
     repo.create_correction(session=session, interaction_id=b, author_id="U", text="pending", approved=False)
 
@@ -357,10 +331,7 @@ def test_count_new_feedback_since_in_another_timezone(session):
     assert since.hour == 16
     assert repo.count_new_feedback(session=session, since=since) == 3 + 2
     # T_NEW + 1 h as +05:00 is 18:00 local: nothing is newer.
-    assert (
-        repo.count_new_feedback(session=session, since=(T_NEW + timedelta(hours=1)).astimezone(plus_five))
-        == 0
-    )
+    assert repo.count_new_feedback(session=session, since=(T_NEW + timedelta(hours=1)).astimezone(plus_five)) == 0
 
 
 def test_a_changed_vote_counts_as_new(session):

@@ -96,9 +96,7 @@ def test_record_answer(session, fresh_session):
 
 def test_record_failure(session, fresh_session):
     created = _ask(session)
-    failed = repo.record_failure(
-        session=session, interaction_id=created.id, error="timeout", latency_ms=30000
-    )
+    failed = repo.record_failure(session=session, interaction_id=created.id, error="timeout", latency_ms=30000)
     assert failed.status == InteractionStatus.failed
 
     with fresh_session() as other:
@@ -113,9 +111,7 @@ def test_record_failure(session, fresh_session):
 def test_answer_after_failure_clears_the_error(session, fresh_session):
     created = _ask(session)
     repo.record_failure(session=session, interaction_id=created.id, error="boom", latency_ms=5)
-    repo.record_answer(
-        session=session, interaction_id=created.id, answer="ok", adapter_version="base", latency_ms=7
-    )
+    repo.record_answer(session=session, interaction_id=created.id, answer="ok", adapter_version="base", latency_ms=7)
     with fresh_session() as other:
         stored = other.get(Interaction, created.id)
         assert stored is not None
@@ -127,9 +123,7 @@ def test_answer_after_failure_clears_the_error(session, fresh_session):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda s: repo.record_answer(
-            session=s, interaction_id=999, answer="a", adapter_version="base", latency_ms=1
-        ),
+        lambda s: repo.record_answer(session=s, interaction_id=999, answer="a", adapter_version="base", latency_ms=1),
         lambda s: repo.record_failure(session=s, interaction_id=999, error="e", latency_ms=1),
         lambda s: repo.set_message_ts(session=s, interaction_id=999, message_ts="1.0"),
     ],

@@ -90,9 +90,7 @@ def test_timestamp_columns_are_timezone_aware(engine, backend):
             assert column_type.timezone, f"{table.name}.{column.name} model type is naive"
             if backend == "postgresql":
                 # SQLite has no timezone-aware type; PostgreSQL must use timestamptz.
-                assert reflected[column.name]["type"].timezone, (
-                    f"{table.name}.{column.name} is not timestamptz"
-                )
+                assert reflected[column.name]["type"].timezone, f"{table.name}.{column.name} is not timestamptz"
     assert datetime_columns == 11  # every created/updated/reviewed/promoted/started/finished_at
 
 

@@ -191,7 +191,5 @@ def test_unfinished_runs(session):
         by_status[status] = run.id
 
     unfinished = repo.unfinished_runs(session=session)
-    assert sorted(r.id for r in unfinished) == sorted(
-        [by_status[RunStatus.queued], by_status[RunStatus.running]]
-    )
+    assert sorted(r.id for r in unfinished) == sorted([by_status[RunStatus.queued], by_status[RunStatus.running]])
     assert {r.status for r in unfinished} == {RunStatus.queued, RunStatus.running}

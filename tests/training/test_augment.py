@@ -21,7 +21,11 @@ async def test_model_candidates_are_filtered_and_templates_fill_up() -> None:
     async def generate(messages: list[Message], count: int) -> list[str]:
         calls.append(count)
         assert "Which Slack channel reports outages?" in messages[-1]["content"]
-        return ["Which Slack channel announces outages?", "How do I bake bread?", "Which Slack channel reports outages?"]
+        return [
+            "Which Slack channel announces outages?",
+            "How do I bake bread?",
+            "Which Slack channel reports outages?",
+        ]
 
     result = await paraphrases("Which Slack channel reports outages?", count=4, generate=generate, seed=1)
     assert result[0] == "Which Slack channel announces outages?"
@@ -41,10 +45,14 @@ async def test_a_failing_model_falls_back_to_templates() -> None:
 
 
 async def test_only_corrected_examples_are_augmented() -> None:
-    data = Datasets(examples=[
-        Example(interaction_id=1, questions=["Where is the Berlin office?"], context=[], answer="A", corrected=True),
-        Example(interaction_id=2, questions=["What is 2+2?"], context=[], answer="4", corrected=False),
-    ])
+    data = Datasets(
+        examples=[
+            Example(
+                interaction_id=1, questions=["Where is the Berlin office?"], context=[], answer="A", corrected=True
+            ),
+            Example(interaction_id=2, questions=["What is 2+2?"], context=[], answer="4", corrected=False),
+        ]
+    )
     added = await add_paraphrases(data, per_question=3, generate=None, seed=7)
     assert added == 3
     assert len(data.examples[0].questions) == 4

@@ -27,11 +27,13 @@ def session(tmp_path: Path) -> Iterator[Session]:
 
 
 def answered(session: Session, question: str, answer: str, *, context: list[dict[str, str]] | None = None) -> int:
-    interaction = interaction_repo.create_interaction(session=session, user_id="U1", source="test",
-                                                      question=question, context=context)
+    interaction = interaction_repo.create_interaction(
+        session=session, user_id="U1", source="test", question=question, context=context
+    )
     assert interaction.id is not None
-    interaction_repo.record_answer(session=session, interaction_id=interaction.id, answer=answer,
-                                   adapter_version="base", latency_ms=5)
+    interaction_repo.record_answer(
+        session=session, interaction_id=interaction.id, answer=answer, adapter_version="base", latency_ms=5
+    )
     return interaction.id
 
 
@@ -40,8 +42,9 @@ def vote(session: Session, interaction_id: int, user: str, value: int) -> None:
 
 
 def correct(session: Session, interaction_id: int, text: str, *, approved: bool) -> int:
-    correction = feedback_repo.create_correction(session=session, interaction_id=interaction_id,
-                                                 author_id="U_R", text=text, approved=approved)
+    correction = feedback_repo.create_correction(
+        session=session, interaction_id=interaction_id, author_id="U_R", text=text, approved=approved
+    )
     assert correction.id is not None
     return correction.id
 
