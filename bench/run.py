@@ -55,8 +55,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     model_dir, _ = pull_default_model(REPO / "var" / "models" / DEFAULT_BASE_MODEL_DIRNAME)
     settings = Settings(
         data_dir=data_dir,
-        serving={"base_model": model_dir, "vllm_port": args.vllm_port, "port": args.port,
-                 "vllm_url": f"http://127.0.0.1:{args.vllm_port}"},
+        serving={
+            "base_model": model_dir,
+            "vllm_port": args.vllm_port,
+            "port": args.port,
+            "vllm_url": f"http://127.0.0.1:{args.vllm_port}",
+        },
         training={"nightly_enabled": False},
         access={"admins": ["bench"], "reviewers": ["bench"]},
     )
@@ -78,16 +82,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
             for question, correction in FACTS:
                 asked = (await http.post("/api/ask", json={"question": question, "user": "bench"})).json()
-                await http.post(f"/api/interactions/{asked['interaction_id']}/corrections",
-                                json={"user": "bench", "text": correction})
+                await http.post(
+                    f"/api/interactions/{asked['interaction_id']}/corrections",
+                    json={"user": "bench", "text": correction},
+                )
             print("running one tuning cycle ...", flush=True)
             started = time.perf_counter()
             run_id = (await http.post("/admin/train", json={"user": "bench"})).json()["run_id"]
             run = (await http.get(f"/admin/runs/{run_id}", params={"wait": 60})).json()
             while run["status"] in ("queued", "running"):
                 run = (await http.get(f"/admin/runs/{run_id}", params={"wait": 60})).json()
-            results["cycle"] = {"status": run["status"], "wall_s": round(time.perf_counter() - started, 1),
-                                **run["timings"], "counts": run["counts"]}
+            results["cycle"] = {
+                "status": run["status"],
+                "wall_s": round(time.perf_counter() - started, 1),
+                **run["timings"],
+                "counts": run["counts"],
+            }
 
             print("measuring answer latency (adapter) ...", flush=True)
             results["latency_adapter"] = await latencies(http, args.requests)
@@ -117,8 +127,10 @@ def print_table(r: dict[str, Any]) -> None:
     rows = [
         ("time to ready (vLLM start to healthy)", f"{r['time_to_ready_s']} s"),
         ("answer latency, base (p50 / p95)", f"{r['latency_base']['p50_ms']} / {r['latency_base']['p95_ms']} ms"),
-        ("answer latency, adapter (p50 / p95)",
-         f"{r['latency_adapter']['p50_ms']} / {r['latency_adapter']['p95_ms']} ms"),
+        (
+            "answer latency, adapter (p50 / p95)",
+            f"{r['latency_adapter']['p50_ms']} / {r['latency_adapter']['p95_ms']} ms",
+        ),
         ("one cycle, wall time", f"{cycle['wall_s']} s ({cycle['status']})"),
         ("  datasets + paraphrases", f"{cycle.get('datasets_s')} s"),
         ("  training (SFT + DPO)", f"{cycle.get('training_s')} s"),
