@@ -33,11 +33,12 @@ DPO_FILENAME = "dpo.jsonl"
 class Example:
     """One taught answer, before it becomes rows: paraphrases are added to `questions` later."""
 
-    interaction_id: int
+    interaction_id: int | None  # None for anchor rows, which come from no interaction
     questions: list[str]
     context: list[Message]
     answer: str
     corrected: bool
+    anchor: bool = False
 
 
 @dataclass(kw_only=True)
@@ -57,7 +58,8 @@ class Datasets:
         return {
             "sft_examples": len(self.examples),
             "sft_corrections": sum(1 for e in self.examples if e.corrected),
-            "sft_upvoted": sum(1 for e in self.examples if not e.corrected),
+            "sft_upvoted": sum(1 for e in self.examples if not e.corrected and not e.anchor),
+            "sft_anchors": sum(1 for e in self.examples if e.anchor),
             "sft_rows": sum(len(e.questions) for e in self.examples),
             "dpo_rows": len(self.preferences),
         }

@@ -115,6 +115,7 @@ def serve() -> None:
         + (f"  (log: {settings.data_dir / 'logs' / 'vllm.log'})" if service.vllm else "  (external)")
     )
     console.print(f"  nightly:    {service.services.info['nightly']}")
+    console.print(f"  Slack:      {service.services.info['slack']} ({service.services.info['slack_mode']})")
     uvicorn.run(service.app, host=host, port=port, log_level="info")
 
 

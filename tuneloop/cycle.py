@@ -21,6 +21,7 @@ from store import feedback as feedback_repo
 from store import runs as run_repo
 from store.db import session_scope
 from store.models import RunStatus
+from training.anchors import add_anchors
 from training.augment import add_paraphrases
 from training.datasets import (
     DPO_FILENAME,
@@ -29,6 +30,7 @@ from training.datasets import (
     Message,
     build_datasets,
     dpo_rows,
+    prompt_messages,
     sft_rows,
     write_jsonl,
 )
@@ -137,7 +139,7 @@ class TuningCycle:
         timings["datasets_s"] = round(time.perf_counter() - started, 2)
         counts = datasets.counts()
         self._update(run_id, counts=counts, timings=timings)
-        if counts["sft_rows"] == 0:
+        if counts["sft_corrections"] + counts["sft_upvoted"] == 0:
             self._update(
                 run_id,
                 status=RunStatus.skipped,
@@ -194,7 +196,18 @@ class TuningCycle:
             seed=self._settings.training.seed,
             on_progress=on_progress,
         )
+        if datasets.examples and self._settings.training.anchors:
+            await add_anchors(datasets, answer=self._base_answer)
         return datasets
+
+    async def _base_answer(self, question: str) -> str:
+        messages = prompt_messages(system_prompt=self._settings.serving.system_prompt, context=[], question=question)
+        return await self._client.chat(
+            model=self._registry.served_name("base"),
+            messages=messages,
+            max_tokens=self._settings.serving.max_answer_tokens,
+            temperature=0.0,
+        )
 
     async def _generate(self, messages: list[Message], count: int) -> list[str]:
         # Paraphrases come from the plain base model: an adapter could echo its own taught answers.

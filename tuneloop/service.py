@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from slack_bolt.async_app import AsyncApp
 
+from bot.app import attach_slack, build_slack_app, start_socket_mode
 from serving.access import AccessPolicy
 from serving.admin import AdminService
 from serving.answers import AnswerService, AnswerSettings
@@ -94,6 +96,9 @@ def build_service(settings: Settings) -> Service:
             "nightly": settings.training.nightly_cron if settings.training.nightly_enabled else "off",
         },
     )
+    slack_app, slack_mode = _build_slack(settings, services, access)
+    services.info["slack"] = "on" if slack_app is not None else "off"
+    services.info["slack_mode"] = slack_mode
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -104,9 +109,18 @@ def build_service(settings: Settings) -> Service:
         if settings.training.nightly_enabled:
             scheduler.start()
         keeper = asyncio.create_task(_keep_engine(services, vllm, settings))
+        socket_mode = None
+        if slack_app is not None and settings.slack.app_token is not None:
+            try:
+                socket_mode = await start_socket_mode(slack_app, app_token=settings.slack.app_token.get_secret_value())
+            except Exception:
+                # Slack being unreachable must not take the API down with it.
+                log.exception("slack.socket_mode_failed: the service runs without Slack")
         try:
             yield
         finally:
+            if socket_mode is not None:
+                await socket_mode.close_async()  # type: ignore[no-untyped-call]
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -117,7 +131,28 @@ def build_service(settings: Settings) -> Service:
             await client.aclose()
             engine.dispose()
 
-    return Service(app=build_api(services, lifespan=lifespan), services=services, cycle=cycle, vllm=vllm)
+    app = build_api(services, lifespan=lifespan)
+    if slack_app is not None and settings.slack.app_token is None:
+        attach_slack(app, slack_app)
+    return Service(app=app, services=services, cycle=cycle, vllm=vllm)
+
+
+def _build_slack(settings: Settings, services: Services, access: AccessPolicy) -> tuple[AsyncApp | None, str]:
+    """The Bolt app and a word on its mode: Socket Mode with an app token, HTTP with a signing secret, else off."""
+    slack = settings.slack
+    if slack.bot_token is None:
+        return None, "no bot token: set SLACK_BOT_TOKEN to turn it on"
+    if slack.app_token is None and slack.signing_secret is None:
+        log.error("slack.off: a bot token is set but neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN")
+        return None, "set SLACK_SIGNING_SECRET for HTTP mode, or SLACK_APP_TOKEN for Socket Mode"
+    slack_app = build_slack_app(
+        services=services,
+        access=access,
+        bot_token=slack.bot_token.get_secret_value(),
+        signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
+        api_url=slack.api_url,
+    )
+    return slack_app, "socket mode" if slack.app_token is not None else "http: POST /slack/events"
 
 
 async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: Settings) -> None:

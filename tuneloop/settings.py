@@ -56,7 +56,8 @@ class TrainingSettings(BaseModel):
     dpo_learning_rate: float = 5e-5
     dpo_beta: float = 0.1
     batch_size: int = 8
-    paraphrases_per_question: int = 4
+    paraphrases_per_question: int = 6
+    anchors: bool = Field(default=True, description="Train on general questions with the base model's own answers.")
     seed: int = 1234
 
 

@@ -81,6 +81,7 @@ def test_corrections_are_learned_and_recalled_in_other_words(service: RunningSer
     assert run["adapter_version"] == "v0001"
     assert run["counts"]["sft_corrections"] == len(FACTS)
     assert run["counts"]["dpo_rows"] == len(FACTS)
+    assert run["counts"]["sft_anchors"] > 0
     assert run["metrics"]["sft"]["train_loss"] > 0
     adapters = cli(service, "adapters")
     assert adapters["active"] == "v0001"

@@ -57,3 +57,21 @@ async def test_only_corrected_examples_are_augmented() -> None:
     assert added == 3
     assert len(data.examples[0].questions) == 4
     assert data.examples[1].questions == ["What is 2+2?"]
+
+
+async def test_anchors_pair_general_questions_with_the_base_models_answers() -> None:
+    from training.anchors import ANCHOR_QUESTIONS, add_anchors
+
+    asked: list[str] = []
+
+    async def base_answer(question: str) -> str:  # stands in for the served base model
+        asked.append(question)
+        return "" if question == ANCHOR_QUESTIONS[0] else f"answer to {question}"
+
+    data = Datasets(examples=[])
+    added = await add_anchors(data, answer=base_answer)
+    assert asked == list(ANCHOR_QUESTIONS)
+    assert added == len(ANCHOR_QUESTIONS) - 1  # an empty answer teaches nothing and is dropped
+    assert all(e.anchor and not e.corrected for e in data.examples)
+    assert data.counts()["sft_anchors"] == added
+    assert data.counts()["sft_upvoted"] == 0

@@ -1,0 +1,1 @@
+"""Training: feedback -> datasets, paraphrase augmentation, TRL training in a child process."""
