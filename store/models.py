@@ -121,3 +121,11 @@ class AuditEvent(SQLModel, table=True):
     target: str | None = Field(default=None, max_length=128)
     outcome: str = Field(default="ok", max_length=16)  # ok, refused, failed
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """An inbound event already taken for handling (a Slack event id, a message); a unique key dedupes redeliveries."""
+
+    key: str = Field(primary_key=True, max_length=200)
+    # Unix seconds, only for pruning old keys; not a timestamp anyone reads.
+    claimed_at_s: int = Field(default_factory=lambda: int(utcnow().timestamp()), index=True)

@@ -1,0 +1,312 @@
+"""Block Kit builders: answer messages, the correction modal, the App Home tab and command replies.
+
+Slack's limits shape these: a section holds 3,000 characters, a message's blocks fail at roughly 13,000,
+a view holds 100 blocks, a modal title 24 characters, a plain-text input 3,000 characters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Block = dict[str, Any]
+
+SECTION_CHARS = 3000
+# Below Slack's ~13,000 (msg_blocks_too_long), leaving room for buttons and the footer.
+MESSAGE_TEXT_CHARS = 11_000
+INPUT_CHARS = 3000
+HOME_MAX_CORRECTIONS = 20
+HOME_MAX_VERSIONS = 15
+
+THINKING_TEXT = "Thinking…"
+ANSWER_ACTIONS_BLOCK = "tuneloop_answer_actions"
+CORRECTION_MODAL = "correction_submit"
+CORRECTION_INPUT_BLOCK = "correction"
+CORRECTION_INPUT_ACTION = "text"
+
+VOTE_UP = "vote_up"
+VOTE_DOWN = "vote_down"
+CORRECT_OPEN = "correct_open"
+REVIEW_APPROVE = "review_approve"
+REVIEW_REJECT = "review_reject"
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters; everything else in mrkdwn passes through as the model wrote it."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def split_text(text: str, *, limit: int = SECTION_CHARS) -> list[str]:
+    """Cut text into pieces of at most `limit` characters, at a paragraph, line or word boundary when there is one."""
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        # The coarsest boundary in the second half of the window; none there: a hard cut beats tiny pieces.
+        cut = next((at for sep in ("\n\n", "\n", " ") if (at := window.rfind(sep)) >= limit // 2), limit)
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+def text_sections(text: str, *, tail: bool = False) -> list[Block]:
+    """Sections for `text`, within the message limit; over it, keep the head (or the tail while streaming)."""
+    body = escape(text.strip()) or "_(no text)_"
+    if len(body) > MESSAGE_TEXT_CHARS:
+        dropped = len(body) - MESSAGE_TEXT_CHARS
+        if tail:
+            body = "…" + body[-MESSAGE_TEXT_CHARS:]
+        else:
+            body = body[:MESSAGE_TEXT_CHARS] + f"\n\n_…({dropped:,} more characters not shown)_"
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": piece}} for piece in split_text(body)]
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _button(text: str, action_id: str, value: str, *, style: str | None = None) -> Block:
+    button: Block = {"type": "button", "text": {"type": "plain_text", "text": text, "emoji": True}}
+    button.update(action_id=action_id, value=value)
+    if style:
+        button["style"] = style
+    return button
+
+
+def thinking_blocks() -> list[Block]:
+    return [_context(f":hourglass_flowing_sand: {THINKING_TEXT}")]
+
+
+def streaming_blocks(partial: str) -> list[Block]:
+    return [*text_sections(partial, tail=True), _context(":writing_hand: writing…")]
+
+
+def answer_blocks(*, text: str, interaction_id: int, adapter_version: str) -> list[Block]:
+    value = str(interaction_id)
+    return [
+        *text_sections(text),
+        {
+            "type": "actions",
+            "block_id": ANSWER_ACTIONS_BLOCK,
+            "elements": [
+                _button("👍", VOTE_UP, value),
+                _button("👎", VOTE_DOWN, value),
+                _button("Correct this answer", CORRECT_OPEN, value),
+            ],
+        },
+        _context(f"adapter `{adapter_version}` · ref {interaction_id}"),
+    ]
+
+
+def is_answer_message(message: dict[str, Any]) -> bool:
+    """True for the bot's finished answers (not placeholders, not error replies)."""
+    return any(block.get("block_id") == ANSWER_ACTIONS_BLOCK for block in message.get("blocks") or [])
+
+
+def failure_text(*, message: str, hint: str | None, ref: int | str | None) -> str:
+    parts = [message[0].upper() + message[1:] if message else "Something went wrong"]
+    if hint:
+        parts.append(hint)
+    text = ". ".join(p.rstrip(".") for p in parts) + "."
+    return f"{text} (ref {ref})" if ref is not None else text
+
+
+def failure_blocks(text: str) -> list[Block]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": f":warning: {escape(text)}"}}]
+
+
+# --- corrections ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class CorrectionTarget:
+    """What the modal's private_metadata carries from the click to the submission."""
+
+    interaction_id: int
+    channel: str | None
+    thread_ts: str | None
+
+    def to_metadata(self) -> str:
+        return json.dumps({"interaction_id": self.interaction_id, "channel": self.channel, "thread_ts": self.thread_ts})
+
+    @classmethod
+    def from_metadata(cls, metadata: str) -> CorrectionTarget:
+        data = json.loads(metadata)
+        return cls(
+            interaction_id=int(data["interaction_id"]), channel=data.get("channel"), thread_ts=data.get("thread_ts")
+        )
+
+
+def correction_modal(*, target: CorrectionTarget, question: str, answer: str) -> Block:
+    return {
+        "type": "modal",
+        "callback_id": CORRECTION_MODAL,
+        "private_metadata": target.to_metadata(),
+        "title": {"type": "plain_text", "text": "Correct this answer"},
+        "submit": {"type": "plain_text", "text": "Save correction"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Question*\n{escape(question)[:2900]}"}},
+            {
+                "type": "input",
+                "block_id": CORRECTION_INPUT_BLOCK,
+                "label": {"type": "plain_text", "text": "The answer the bot should give"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": CORRECTION_INPUT_ACTION,
+                    "multiline": True,
+                    "max_length": INPUT_CHARS,
+                    "initial_value": answer[:INPUT_CHARS],
+                },
+            },
+            _context("Reviewers' corrections count at once; others wait for a reviewer's approval."),
+        ],
+    }
+
+
+def notice_modal(*, title: str, text: str) -> Block:
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": title[:24]},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+    }
+
+
+# --- App Home ------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class PendingCorrection:
+    correction_id: int
+    author_id: str
+    text: str
+    question: str
+    answer: str
+
+
+def _clip(text: str, limit: int) -> str:
+    text = escape(text.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def home_view(
+    *,
+    user_id: str,
+    is_reviewer: bool,
+    is_admin: bool,
+    pending: Sequence[PendingCorrection],
+    versions: Sequence[dict[str, Any]],
+    notice: str | None = None,
+) -> Block:
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "tuneloop"}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": "Mention me in a channel or write to me here. Vote 👍/👎 on answers and correct the wrong "
+                "ones: I learn from them every night. `/tuneloop help` lists the commands.",
+            },
+        },
+    ]
+    if notice:
+        blocks.append(_context(f":information_source: {escape(notice)}"))
+    if is_reviewer:
+        blocks += [{"type": "divider"}, _header(f"Corrections waiting for review ({len(pending)})")]
+        if not pending:
+            blocks.append(_context("Nothing to review."))
+        for item in pending[:HOME_MAX_CORRECTIONS]:
+            blocks += _pending_blocks(item)
+        if len(pending) > HOME_MAX_CORRECTIONS:
+            blocks.append(_context(f"…and {len(pending) - HOME_MAX_CORRECTIONS} more after these."))
+    if is_admin:
+        blocks += [{"type": "divider"}, _header("Adapter versions")]
+        for version in versions[-HOME_MAX_VERSIONS:]:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": version_line(version)}})
+    return {"type": "home", "blocks": blocks}
+
+
+def _header(text: str) -> Block:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+
+
+def _pending_blocks(item: PendingCorrection) -> list[Block]:
+    value = str(item.correction_id)
+    return [
+        {
+            "type": "section",
+            "block_id": f"correction_{item.correction_id}",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"*Question:* {_clip(item.question, 700)}\n*Bot's answer:* {_clip(item.answer, 900)}\n"
+                f"*Correction by <@{item.author_id}>:* {_clip(item.text, 1200)}",
+            },
+        },
+        {
+            "type": "actions",
+            "elements": [
+                _button("Approve", REVIEW_APPROVE, value, style="primary"),
+                _button("Reject", REVIEW_REJECT, value, style="danger"),
+            ],
+        },
+    ]
+
+
+# --- command replies -----------------------------------------------------------------------------
+HELP_TEXT = "\n".join(
+    [
+        "*/tuneloop* commands:",
+        "• `help`: this list",
+        "• `status`: the active adapter, the last run, new feedback since then",
+        "• `adapters`: the adapter versions and their metrics _(admins)_",
+        "• `retrain`: run a tuning cycle now; I post the result when it is done _(admins)_",
+        "• `promote VERSION`: serve VERSION _(admins)_",
+        "• `rollback [VERSION]`: serve the previous version, or VERSION _(admins)_",
+    ]
+)
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()]
+    return ", ".join(shown[:6]) if shown else "no metrics"
+
+
+def version_line(version: dict[str, Any]) -> str:
+    marker = ":white_check_mark: *active*" if version.get("active") else version.get("status", "")
+    return f"`{version['version']}` {marker} · {_metrics(version.get('metrics') or {})}"
+
+
+def adapters_text(versions: Sequence[dict[str, Any]]) -> str:
+    if not versions:
+        return "No adapter versions yet."
+    return "*Adapter versions*\n" + "\n".join(f"• {version_line(v)}" for v in versions)
+
+
+def run_line(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "no run yet"
+    text = f"run {run['id']} *{run['status']}*"
+    if run.get("adapter_version"):
+        text += f", adapter `{run['adapter_version']}`"
+    if run.get("error"):
+        text += f": {escape(str(run['error']))[:500]}"
+    return text
+
+
+def status_text(status: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"*Active adapter:* `{status['active_adapter']}`",
+            f"*Last run:* {run_line(status.get('last_run'))}",
+            f"*New feedback since the last training:* {status['new_feedback_since_last_training']}",
+        ]
+    )
+
+
+def run_result_text(run: dict[str, Any]) -> str:
+    head = {"succeeded": ":white_check_mark:", "failed": ":x:", "skipped": ":fast_forward:"}.get(run["status"], "")
+    text = f"{head} Tuning {run_line(run)}".strip()
+    if run.get("metrics"):
+        text += f"\nMetrics: {_metrics(run['metrics'])}"
+    return text

@@ -1,0 +1,63 @@
+"""Block Kit limits: long answers are split into sections within Slack's per-block and per-message limits."""
+
+from __future__ import annotations
+
+import json
+
+from bot import views
+
+
+def _section_texts(blocks: list[views.Block]) -> list[str]:
+    return [b["text"]["text"] for b in blocks if b["type"] == "section"]
+
+
+def test_a_long_answer_is_split_into_sections_within_the_limits() -> None:
+    paragraph = "word " * 500  # 2,500 characters
+    text = "\n\n".join([paragraph.strip()] * 4)  # ~10,000 characters
+
+    blocks = views.answer_blocks(text=text, interaction_id=7, adapter_version="v0003")
+
+    sections = _section_texts(blocks)
+    assert len(sections) >= 4
+    assert all(len(s) <= views.SECTION_CHARS for s in sections)
+    assert " ".join(sections).split() == text.split()
+    assert sections[0] == paragraph.strip()  # cut at the paragraph break
+    assert len(json.dumps(blocks)) < 13_000 + 2_000  # JSON overhead aside, the text stays under ~13,000
+
+
+def test_an_answer_over_the_message_limit_is_cut_with_a_note() -> None:
+    text = "x" * 30_000
+
+    blocks = views.answer_blocks(text=text, interaction_id=7, adapter_version="base")
+
+    sections = _section_texts(blocks)
+    assert all(len(s) <= views.SECTION_CHARS for s in sections)
+    total = sum(len(s) for s in sections)
+    assert total <= views.MESSAGE_TEXT_CHARS + 100
+    assert "more characters not shown" in sections[-1]
+    assert blocks[-1]["type"] == "context" and "`base`" in blocks[-1]["elements"][0]["text"]
+
+
+def test_streaming_shows_the_tail_of_a_long_partial_answer() -> None:
+    partial = "a" * 20_000 + "THE END"
+    sections = _section_texts(views.streaming_blocks(partial))
+    assert sections[-1].endswith("THE END")
+    assert sum(len(s) for s in sections) <= views.MESSAGE_TEXT_CHARS + 10
+
+
+def test_slack_control_characters_are_escaped() -> None:
+    [section] = _section_texts(views.text_sections("if a < b && c > d: <!channel>"))
+    assert section == "if a &lt; b &amp;&amp; c &gt; d: &lt;!channel&gt;"
+
+
+def test_split_text_prefers_boundaries() -> None:
+    pieces = views.split_text("aaaa bbbb\ncccc dddd", limit=10)
+    assert pieces == ["aaaa bbbb", "cccc dddd"]
+    assert views.split_text("", limit=10) == [""]
+    assert views.split_text("x" * 25, limit=10) == ["x" * 10, "x" * 10, "x" * 5]
+
+
+def test_the_stub_knows_the_answer_block_id() -> None:
+    from tests.bot.slack_stub import ANSWER_BLOCK_ID
+
+    assert ANSWER_BLOCK_ID == views.ANSWER_ACTIONS_BLOCK
