@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -61,3 +63,23 @@ async def report_failure(*, error: Exception, client: AsyncWebClient, body: dict
     ref = new_ref()
     log.error("slack.unexpected_error ref=%s type=%s", ref, body.get("type"), exc_info=error)
     await tell_user(client=client, body=body, text=unexpected_message(ref))
+
+
+Listener = Callable[..., Awaitable[None]]
+
+
+def reports_failures(listener: Listener) -> Listener:
+    """For listeners that ack first: report a later failure to the user here, never to Bolt.
+
+    Bolt's async runner drops an ack that a fast failure follows, and then answers Slack 404; a failure
+    that never leaves the listener keeps the ack's 200. The listener must take `body` and `client`.
+    """
+
+    @functools.wraps(listener)
+    async def wrapper(**kwargs: Any) -> None:
+        try:
+            await listener(**kwargs)
+        except Exception as error:
+            await report_failure(error=error, client=kwargs["client"], body=kwargs["body"])
+
+    return wrapper

@@ -1,27 +1,37 @@
 """Feedback -> training data: SFT pairs and DPO preferences, built from the store.
 
 Rules:
-- SFT: every interaction's latest approved correction (question -> corrected answer), and every answer
-  with net positive votes that has no approved or pending correction.
-- DPO: (question, chosen = approved correction, rejected = the original answer), and for answers to
-  the same question, (chosen = an answer with net positive votes, rejected = one with net negative).
+- Text is redacted (training/redact.py) before it enters an example: questions, thread context, answers
+  and corrections; the replacements are counted by kind.
+- Questions are grouped (training/curate.py): exact and near-duplicates are one group, worth one SFT
+  example; the group's other wordings ride along as extra phrasings (capped).
+- SFT: per group, the latest approved correction (by review time); a group without one trains its answer
+  with the best net positive votes, if no approved or pending correction is open on that answer.
+  Different approved corrections in one group are reported as conflicts.
+- DPO: per group, (chosen = the winning correction, rejected = an original answer), or (chosen = the
+  best up-voted answer, rejected = the worst down-voted one).
+- One user's approved corrections and votes count up to a cap per cycle; what the cap removed is reported.
 - Pending and rejected corrections never train.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
-from store.models import Correction, CorrectionStatus, Interaction
+from store.models import Correction, CorrectionStatus, Feedback, Interaction
+from training.curate import CurationPolicy, cap_per_user, group_key, group_questions
+from training.redact import Redactor, default_redactor
 
 Message = dict[str, str]
 Row = dict[str, Any]
@@ -39,6 +49,8 @@ class Example:
     answer: str
     corrected: bool
     anchor: bool = False
+    # When the feedback that made this example was given (review time or latest vote); None for anchors.
+    feedback_at: datetime | None = None
 
 
 @dataclass(kw_only=True)
@@ -53,8 +65,13 @@ class Preference:
 class Datasets:
     examples: list[Example] = field(default_factory=list)
     preferences: list[Preference] = field(default_factory=list)
+    redacted: Counter[str] = field(default_factory=Counter)
+    question_groups: int = 0
+    duplicate_questions: int = 0  # questions folded into another one's group
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    capped: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         return {
             "sft_examples": len(self.examples),
             "sft_corrections": sum(1 for e in self.examples if e.corrected),
@@ -62,78 +79,247 @@ class Datasets:
             "sft_anchors": sum(1 for e in self.examples if e.anchor),
             "sft_rows": sum(len(e.questions) for e in self.examples),
             "dpo_rows": len(self.preferences),
+            "question_groups": self.question_groups,
+            "duplicate_questions": self.duplicate_questions,
+            "redacted": dict(sorted(self.redacted.items())),
+            "conflicts": self.conflicts,
+            "capped": self.capped,
         }
+
+    def new_examples(self, *, since: datetime | None) -> int:
+        """Taught examples (not anchors) whose feedback is newer than `since` (all of them when None)."""
+        return sum(
+            1
+            for e in self.examples
+            if not e.anchor and e.feedback_at is not None and (since is None or as_utc(e.feedback_at) > as_utc(since))
+        )
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands datetimes back naive; they were written in UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def normalise_question(text: str) -> str:
     return re.sub(r"[^\w]+", " ", text.lower()).strip()
 
 
-def build_datasets(*, session: Session) -> Datasets:
+class _Scrubber:
+    """Redacts each distinct text once; replacements are counted only for text that enters the datasets."""
+
+    def __init__(self, redactor: Redactor, counts: Counter[str]) -> None:
+        self._redactor = redactor
+        self._counts = counts
+        self._cache: dict[str, tuple[str, Counter[str]]] = {}
+
+    def peek(self, text: str) -> str:
+        return self._redacted(text)[0]
+
+    def take(self, text: str) -> str:
+        clean, found = self._redacted(text)
+        self._counts.update(found)
+        return clean
+
+    def take_context(self, context: list[dict[str, Any]]) -> list[Message]:
+        return [{"role": str(t["role"]), "content": self.take(str(t["content"]))} for t in context]
+
+    def _redacted(self, text: str) -> tuple[str, Counter[str]]:
+        text = text.strip()
+        if text not in self._cache:
+            found: Counter[str] = Counter()
+            self._cache[text] = (self._redactor.redact(text, found).strip(), found)
+        return self._cache[text]
+
+
+def build_datasets(
+    *, session: Session, policy: CurationPolicy | None = None, redactor: Redactor | None = None
+) -> Datasets:
+    policy = policy or CurationPolicy()
+    datasets = Datasets()
+    scrub = _Scrubber(redactor or default_redactor(), datasets.redacted)
     interactions = {i.id: i for i in interaction_repo.list_answered(session=session) if i.id is not None}
     corrections = feedback_repo.list_corrections(session=session)
-    totals = feedback_repo.vote_totals(session=session)
 
-    latest_approved: dict[int, Correction] = {}
-    has_open_or_approved: set[int] = set()
-    for correction in corrections:  # ordered by id, so later approvals overwrite earlier ones
-        if correction.status in (CorrectionStatus.approved, CorrectionStatus.pending):
-            has_open_or_approved.add(correction.interaction_id)
-        if correction.status == CorrectionStatus.approved and correction.interaction_id in interactions:
-            latest_approved[correction.interaction_id] = correction
+    has_open_or_approved = {
+        c.interaction_id for c in corrections if c.status in (CorrectionStatus.approved, CorrectionStatus.pending)
+    }
+    approved, capped_corrections = cap_per_user(
+        [c for c in corrections if c.status == CorrectionStatus.approved and c.interaction_id in interactions],
+        user=lambda c: c.author_id,
+        recency=_correction_order,
+        limit=policy.max_corrections_per_user,
+    )
+    votes, capped_votes = cap_per_user(
+        [v for v in _all_votes(session) if v.interaction_id in interactions],
+        user=lambda v: v.user_id,
+        recency=lambda v: (as_utc(v.updated_at), v.id or 0),
+        limit=policy.max_votes_per_user,
+    )
+    for user in sorted(set(capped_corrections) | set(capped_votes)):
+        datasets.capped[user] = {"corrections": capped_corrections[user], "votes": capped_votes[user]}
 
-    datasets = Datasets()
-    for interaction_id, correction in sorted(latest_approved.items()):
-        interaction = interactions[interaction_id]
-        datasets.examples.append(_example(interaction, correction.text, corrected=True))
-        original = (interaction.answer or "").strip()
-        if original and original != correction.text.strip():
-            datasets.preferences.append(
-                Preference(
-                    question=interaction.question,
-                    context=interaction.context,
-                    chosen=correction.text.strip(),
-                    rejected=original,
-                )
-            )
+    net: Counter[int] = Counter()
+    voted_at: dict[int, datetime] = {}
+    for vote in votes:
+        net[vote.interaction_id] += vote.vote
+        voted_at[vote.interaction_id] = max(as_utc(vote.updated_at), voted_at.get(vote.interaction_id, _EPOCH))
+    approved_by_interaction: dict[int, list[Correction]] = defaultdict(list)
+    for correction in approved:
+        approved_by_interaction[correction.interaction_id].append(correction)
 
-    liked: dict[str, list[Interaction]] = defaultdict(list)
-    disliked: dict[str, list[Interaction]] = defaultdict(list)
-    for interaction_id, interaction in interactions.items():
-        ups, downs = totals.get(interaction_id, (0, 0))
-        if ups == downs or interaction_id in has_open_or_approved or not (interaction.answer or "").strip():
-            continue
-        key = normalise_question(interaction.question)
-        if ups > downs:
-            liked[key].append(interaction)
-            datasets.examples.append(_example(interaction, interaction.answer or "", corrected=False))
+    # Only interactions that feedback can teach from take part; they are grouped by question.
+    members = [
+        interactions[i]
+        for i in sorted(interactions)
+        if i in approved_by_interaction or (net[i] != 0 and i not in has_open_or_approved)
+    ]
+    numbers = group_questions(
+        [(_context_key(m, scrub), group_key(scrub.peek(m.question))) for m in members],
+        threshold=policy.duplicate_threshold,
+    )
+    groups: dict[int, list[Interaction]] = defaultdict(list)
+    for member, number in zip(members, numbers, strict=True):
+        groups[number].append(member)
+    datasets.question_groups = len(groups)
+    datasets.duplicate_questions = len(members) - len(groups)
+
+    for group in groups.values():
+        group_corrections = [c for m in group for c in approved_by_interaction.get(m.id or 0, [])]
+        if group_corrections:
+            _teach_correction(datasets, scrub, group, group_corrections, policy)
         else:
-            disliked[key].append(interaction)
-
-    for key, good_answers in sorted(liked.items()):
-        for good in good_answers:
-            for bad in disliked.get(key, []):
-                if (good.answer or "").strip() != (bad.answer or "").strip():
-                    datasets.preferences.append(
-                        Preference(
-                            question=good.question,
-                            context=good.context,
-                            chosen=(good.answer or "").strip(),
-                            rejected=(bad.answer or "").strip(),
-                        )
-                    )
+            _teach_votes(datasets, scrub, group, net, voted_at, policy)
     return datasets
 
 
-def _example(interaction: Interaction, answer: str, *, corrected: bool) -> Example:
-    assert interaction.id is not None
-    return Example(
-        interaction_id=interaction.id,
-        questions=[interaction.question.strip()],
-        context=list(interaction.context),
-        answer=answer.strip(),
-        corrected=corrected,
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _correction_order(correction: Correction) -> tuple[datetime, int]:
+    return (as_utc(correction.reviewed_at or correction.created_at), correction.id or 0)
+
+
+def _all_votes(session: Session) -> list[Feedback]:
+    # Per-user votes are needed for the cap; store.feedback offers only totals per interaction.
+    return list(session.exec(select(Feedback).order_by(col(Feedback.id))).all())
+
+
+def _context_key(interaction: Interaction, scrub: _Scrubber) -> tuple[str, ...]:
+    # The same words asked in different threads can mean different things: only same-context questions group.
+    return tuple(group_key(scrub.peek(str(turn.get("content", "")))) for turn in interaction.context)
+
+
+def _teach_correction(
+    datasets: Datasets,
+    scrub: _Scrubber,
+    group: list[Interaction],
+    corrections: list[Correction],
+    policy: CurationPolicy,
+) -> None:
+    winner = max(corrections, key=_correction_order)
+    source = next(m for m in group if m.id == winner.interaction_id)
+    answer = scrub.take(winner.text)
+    example = Example(
+        interaction_id=source.id,
+        questions=_phrasings(source, group, scrub, policy),
+        context=scrub.take_context(source.context),
+        answer=answer,
+        corrected=True,
+        feedback_at=as_utc(winner.reviewed_at or winner.created_at),
     )
+    datasets.examples.append(example)
+    if len({group_key(scrub.peek(c.text)) for c in corrections}) > 1:
+        datasets.conflicts.append(
+            {"question": example.questions[0], "correction_ids": sorted(c.id for c in corrections if c.id is not None)}
+        )
+    # The corrected answer itself is the one to prefer against; else another wording's answer that differs.
+    for candidate in [source, *(m for m in group if m is not source)]:
+        original = scrub.peek(candidate.answer or "")
+        if original and group_key(original) != group_key(answer):
+            datasets.preferences.append(
+                Preference(
+                    question=example.questions[0],
+                    context=example.context,
+                    chosen=answer,
+                    rejected=scrub.take(candidate.answer or ""),
+                )
+            )
+            break
+
+
+def _teach_votes(
+    datasets: Datasets,
+    scrub: _Scrubber,
+    group: list[Interaction],
+    net: Counter[int],
+    voted_at: dict[int, datetime],
+    policy: CurationPolicy,
+) -> None:
+    answered = [m for m in group if m.id is not None and scrub.peek(m.answer or "")]
+    liked = [m for m in answered if net[m.id or 0] > 0]
+    disliked = [m for m in answered if net[m.id or 0] < 0]
+    if not liked:
+        return
+    best = max(liked, key=lambda m: (net[m.id or 0], m.id or 0))
+    example = Example(
+        interaction_id=best.id,
+        questions=_phrasings(best, group, scrub, policy),
+        context=scrub.take_context(best.context),
+        answer=scrub.take(best.answer or ""),
+        corrected=False,
+        feedback_at=max(voted_at[m.id or 0] for m in liked),
+    )
+    datasets.examples.append(example)
+    if disliked:
+        worst = min(disliked, key=lambda m: (net[m.id or 0], -(m.id or 0)))
+        if group_key(scrub.peek(worst.answer or "")) != group_key(example.answer):
+            datasets.preferences.append(
+                Preference(
+                    question=example.questions[0],
+                    context=example.context,
+                    chosen=example.answer,
+                    rejected=scrub.take(worst.answer or ""),
+                )
+            )
+
+
+def _phrasings(first: Interaction, group: list[Interaction], scrub: _Scrubber, policy: CurationPolicy) -> list[str]:
+    """The example's own question, then the group's other distinct wordings, up to the cap."""
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for member in [first, *(m for m in group if m is not first)]:
+        text = scrub.peek(member.question)
+        key = group_key(text)
+        if key in seen or not text:
+            continue
+        if len(chosen) > policy.max_extra_phrasings:
+            break
+        seen.add(key)
+        chosen.append(scrub.take(member.question))
+    return chosen
+
+
+def redact_datasets(datasets: Datasets, *, redactor: Redactor | None = None) -> None:
+    """A last pass over every text (paraphrases and anchors included), in place; new finds are counted."""
+    redactor = redactor or default_redactor()
+    found = datasets.redacted
+
+    def clean_context(context: list[Message]) -> list[Message]:
+        return [{**turn, "content": redactor.redact(turn["content"], found)} for turn in context]
+
+    for example in datasets.examples:
+        questions: list[str] = []
+        for question in (redactor.redact(q, found) for q in example.questions):
+            if group_key(question) not in {group_key(q) for q in questions}:
+                questions.append(question)
+        example.questions = questions
+        example.context = clean_context(example.context)
+        example.answer = redactor.redact(example.answer, found)
+    for preference in datasets.preferences:
+        preference.question = redactor.redact(preference.question, found)
+        preference.context = clean_context(preference.context)
+        preference.chosen = redactor.redact(preference.chosen, found)
+        preference.rejected = redactor.redact(preference.rejected, found)
 
 
 def prompt_messages(*, system_prompt: str, context: list[Message], question: str) -> list[Message]:
@@ -170,6 +356,11 @@ def write_jsonl(path: Path, rows: list[Row]) -> Path:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def dataset_sha256(paths: list[Path]) -> dict[str, str]:
+    """file name -> sha256 of its bytes: what a run trained on, to compare and to verify later."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
 
 
 def read_jsonl(path: Path) -> list[Row]:

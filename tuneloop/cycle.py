@@ -23,14 +23,17 @@ from store.db import session_scope
 from store.models import RunStatus
 from training.anchors import add_anchors
 from training.augment import add_paraphrases
+from training.curate import CurationPolicy
 from training.datasets import (
     DPO_FILENAME,
     SFT_FILENAME,
     Datasets,
     Message,
     build_datasets,
+    dataset_sha256,
     dpo_rows,
     prompt_messages,
+    redact_datasets,
     sft_rows,
     write_jsonl,
 )
@@ -133,12 +136,9 @@ class TuningCycle:
         self._update(run_id, status=RunStatus.running, stage="datasets")
 
         started = time.perf_counter()
-        datasets = await self._prepare(
-            on_progress=lambda done, total: self._update(run_id, progress={"step": done, "total": total})
-        )
-        timings["datasets_s"] = round(time.perf_counter() - started, 2)
+        datasets = self._build()
         counts = datasets.counts()
-        self._update(run_id, counts=counts, timings=timings)
+        self._update(run_id, counts=counts)
         if counts["sft_corrections"] + counts["sft_upvoted"] == 0:
             self._update(
                 run_id,
@@ -147,11 +147,23 @@ class TuningCycle:
                 error="nothing to train on: no approved corrections or up-voted answers yet",
             )
             return
+        too_few = self._too_few_new_examples(run_id, datasets, force=force)
+        if too_few is not None:
+            self._update(run_id, status=RunStatus.skipped, stage="datasets", error=too_few)
+            log.info("cycle.skipped run=%s reason=%s", run_id, too_few)
+            return
+        await self._augment(
+            datasets, on_progress=lambda done, total: self._update(run_id, progress={"step": done, "total": total})
+        )
+        timings["datasets_s"] = round(time.perf_counter() - started, 2)
 
         prompt = self._settings.serving.system_prompt
         sft_path = write_jsonl(run_dir / SFT_FILENAME, sft_rows(datasets, system_prompt=prompt))
         dpo = dpo_rows(datasets, system_prompt=prompt)
         dpo_path = write_jsonl(run_dir / DPO_FILENAME, dpo) if dpo else None
+        # The files are the exact training data; their hashes in the run record tell two runs' data apart.
+        counts = {**datasets.counts(), "dataset_sha256": dataset_sha256([p for p in (sft_path, dpo_path) if p])}
+        self._update(run_id, counts=counts, timings=timings)
 
         with session_scope(self._engine) as session:
             version = adapter_repo.next_version_name(session=session)
@@ -187,8 +199,22 @@ class TuningCycle:
         log.info("cycle.succeeded run=%s version=%s timings=%s", run_id, version, timings)
 
     async def _prepare(self, *, on_progress: Any) -> Datasets:
+        datasets = self._build()
+        await self._augment(datasets, on_progress=on_progress)
+        return datasets
+
+    def _build(self) -> Datasets:
+        t = self._settings.training
+        policy = CurationPolicy(
+            duplicate_threshold=t.duplicate_threshold,
+            max_extra_phrasings=t.max_extra_phrasings,
+            max_corrections_per_user=t.max_corrections_per_user,
+            max_votes_per_user=t.max_votes_per_user,
+        )
         with session_scope(self._engine) as session:
-            datasets = build_datasets(session=session)
+            return build_datasets(session=session, policy=policy)
+
+    async def _augment(self, datasets: Datasets, *, on_progress: Any) -> None:
         await add_paraphrases(
             datasets,
             per_question=self._settings.training.paraphrases_per_question,
@@ -198,7 +224,22 @@ class TuningCycle:
         )
         if datasets.examples and self._settings.training.anchors:
             await add_anchors(datasets, answer=self._base_answer)
-        return datasets
+        # Model-written paraphrases and anchor answers are text too: nothing reaches a file unredacted.
+        redact_datasets(datasets)
+
+    def _too_few_new_examples(self, run_id: int, datasets: Datasets, *, force: bool) -> str | None:
+        """Why a nightly cycle should not train yet, or None; a forced (manual) cycle always trains."""
+        minimum = self._settings.training.min_new_examples
+        with session_scope(self._engine) as session:
+            run = run_repo.get_run(session=session, run_id=run_id)
+            last = run_repo.last_finished_run(session=session)
+        if force or run is None or run.trigger != "nightly":
+            return None
+        new = datasets.new_examples(since=last.started_at if last else None)
+        if new >= minimum:
+            return None
+        since = f"since run {last.id}" if last else "with no trained run yet"
+        return f"{new} new approved example{'' if new == 1 else 's'} {since}; the minimum is {minimum}"
 
     async def _base_answer(self, question: str) -> str:
         messages = prompt_messages(system_prompt=self._settings.serving.system_prompt, context=[], question=question)

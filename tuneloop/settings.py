@@ -58,6 +58,19 @@ class TrainingSettings(BaseModel):
     batch_size: int = 8
     paraphrases_per_question: int = 6
     anchors: bool = Field(default=True, description="Train on general questions with the base model's own answers.")
+    duplicate_threshold: float = Field(
+        default=90.0, ge=0, le=100, description="Questions at least this alike (0-100) are one group, one example."
+    )
+    max_extra_phrasings: int = Field(default=4, ge=0, description="A group's other wordings kept as extra SFT rows.")
+    max_corrections_per_user: int = Field(
+        default=20, ge=0, description="Approved corrections by one author that count in a cycle (newest first)."
+    )
+    max_votes_per_user: int = Field(
+        default=50, ge=0, description="Votes by one user that count in a cycle (newest first)."
+    )
+    min_new_examples: int = Field(
+        default=3, ge=0, description="Fewer new approved examples since the last trained run: a nightly cycle skips."
+    )
     seed: int = 1234
 
 

@@ -49,7 +49,7 @@ FACTS = [
         "On which day of the month is payroll paid?",
         "Payroll is paid on the 27th of each month.",
         "27",
-        "When do we get our salary each month?",
+        "Which date does payroll land on every month?",
     ),
 ]
 

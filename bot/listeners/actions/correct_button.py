@@ -10,9 +10,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import views
 from bot.corrections import interaction_by_id, open_correction_modal
 from bot.deps import BotDeps
+from bot.errors import reports_failures
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
+    @reports_failures
     async def open_correction(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
     ) -> None:

@@ -9,12 +9,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
 from bot.deps import BotDeps
+from bot.errors import reports_failures
 from bot.home import publish_home
 from serving.errors import TuneloopError
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
     def handler(approve: bool) -> Any:
+        @reports_failures
         async def review(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
             await ack()
             user_id = str(body["user"]["id"])

@@ -9,11 +9,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
 from bot.deps import BotDeps
+from bot.errors import reports_failures
 from bot.feedback import vote_and_confirm
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
     def handler(vote: int) -> Any:
+        @reports_failures
         async def record_vote(
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
         ) -> None:

@@ -9,11 +9,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.corrections import interaction_by_message, open_correction_modal
 from bot.deps import BotDeps
+from bot.errors import reports_failures
 
 CORRECT_SHORTCUT = "correct_answer"
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
+    @reports_failures
     async def correct_from_message(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         channel = str((body.get("channel") or {}).get("id", ""))

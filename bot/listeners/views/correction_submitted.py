@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
 from bot.deps import BotDeps
+from bot.errors import reports_failures
 from serving.errors import InvalidQuestion, NotFound
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ def submitted_text(view: dict[str, Any]) -> str:
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
+    @reports_failures
     async def save_correction(
         ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
     ) -> None:

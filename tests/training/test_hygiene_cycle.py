@@ -1,0 +1,140 @@
+"""Hygiene in the cycle: the nightly minimum of new examples, and the dataset hash in the run record.
+
+No vLLM and no training here: paraphrasing is replaced by a no-op, and training by a stand-in that stops
+the run once the dataset files are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from serving.client import InferenceClient
+from serving.registry import AdapterRegistry
+from store import feedback as feedback_repo
+from store import interactions as interaction_repo
+from store import runs as run_repo
+from store.db import make_engine, migrate, session_scope
+from store.models import Correction, RunStatus, TrainingRun
+from tests.conftest import free_port, make_settings
+from training.datasets import Datasets
+from tuneloop.cycle import TuningCycle
+
+
+class TrainingReached(Exception):
+    pass
+
+
+@pytest.fixture
+async def cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TuningCycle]:
+    settings = make_settings(tmp_path, base_model_dir=tmp_path / "model", vllm_url=f"http://127.0.0.1:{free_port()}")
+    migrate(settings.store_url)
+    engine = make_engine(settings.store_url)
+    client = InferenceClient(settings.vllm_base_url)
+    registry = AdapterRegistry(client=client, engine=engine, base_model_name="tuneloop-base")
+    tuning = TuningCycle(settings=settings, engine=engine, client=client, registry=registry)
+
+    async def no_paraphrases(datasets: Datasets, *, on_progress: Any) -> None:
+        return None
+
+    async def stop_at_training(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise TrainingReached("the stand-in trainer stops the run here")
+
+    monkeypatch.setattr(tuning, "_augment", no_paraphrases)
+    monkeypatch.setattr("tuneloop.cycle.train_in_subprocess", stop_at_training)
+    yield tuning
+    await client.aclose()
+    engine.dispose()
+
+
+def teach(cycle: TuningCycle, *questions: str) -> None:
+    with session_scope(cycle._engine) as session:
+        for question in questions:
+            interaction = interaction_repo.create_interaction(
+                session=session, user_id="U1", source="t", question=question
+            )
+            assert interaction.id is not None
+            interaction_repo.record_answer(
+                session=session, interaction_id=interaction.id, answer="No idea.", adapter_version="base", latency_ms=1
+            )
+            feedback_repo.create_correction(
+                session=session,
+                interaction_id=interaction.id,
+                author_id="U_R",
+                text=f"Fact for {question}",
+                approved=True,
+            )
+
+
+def a_trained_run_before_now(cycle: TuningCycle) -> int:
+    """All feedback so far is older than a succeeded run."""
+    with session_scope(cycle._engine) as session:
+        for correction in session.exec(select(Correction)).all():
+            correction.reviewed_at = datetime.now(UTC) - timedelta(days=1)
+            session.add(correction)
+        session.commit()
+        run = run_repo.create_run(session=session, trigger="nightly", triggered_by=None)
+        assert run.id is not None
+        run_repo.update_run(session=session, run_id=run.id, status=RunStatus.running)
+        run_repo.update_run(session=session, run_id=run.id, status=RunStatus.succeeded)
+        return run.id
+
+
+def stored(cycle: TuningCycle, run_id: int) -> TrainingRun:
+    with session_scope(cycle._engine) as session:
+        run = run_repo.get_run(session=session, run_id=run_id)
+    assert run is not None
+    return run
+
+
+async def test_a_nightly_cycle_below_the_minimum_is_skipped_with_the_reason(cycle: TuningCycle) -> None:
+    teach(cycle, "Who approves travel?", "Where is the Berlin office?")
+    run_id = await cycle.run_nightly()
+    assert run_id is not None
+    run = stored(cycle, run_id)
+    assert run.status == RunStatus.skipped
+    assert run.error == "2 new approved examples with no trained run yet; the minimum is 3"
+
+
+async def test_only_examples_newer_than_the_last_trained_run_count(cycle: TuningCycle) -> None:
+    teach(cycle, "Q one?", "Q two?", "Q three?", "Q four?")
+    last = a_trained_run_before_now(cycle)
+    teach(cycle, "Q five?", "q five", "Q six?")  # "q five" is the same question: one example
+    run_id = await cycle.run_nightly()
+    assert run_id is not None
+    run = stored(cycle, run_id)
+    assert run.status == RunStatus.skipped
+    assert run.error == f"2 new approved examples since run {last}; the minimum is 3"
+
+
+async def test_a_nightly_cycle_at_the_minimum_trains(cycle: TuningCycle) -> None:
+    teach(cycle, "Q one?", "Q two?", "Q three?")
+    run_id = await cycle.run_nightly()
+    assert run_id is not None
+    run = stored(cycle, run_id)
+    assert run.status == RunStatus.failed
+    assert run.error and "stand-in trainer" in run.error
+
+
+async def test_a_manual_cycle_ignores_the_minimum_and_records_the_dataset_hash(cycle: TuningCycle) -> None:
+    teach(cycle, "Who approves travel?")
+    run_id = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    run = stored(cycle, run_id)
+    assert run.status == RunStatus.failed  # it went on to training, where the stand-in stopped it
+    run_dir = cycle._settings.runs_dir / f"run-{run_id:04d}"
+    assert run.counts["dataset_sha256"] == {
+        name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest() for name in ("sft.jsonl", "dpo.jsonl")
+    }
+    assert run.counts["sft_corrections"] == 1
+    assert run.counts["redacted"] == {}
+
+    again = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    assert stored(cycle, again).counts["dataset_sha256"] == run.counts["dataset_sha256"]

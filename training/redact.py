@@ -1,0 +1,250 @@
+"""Secrets and personal data out of training text and log lines: typed placeholders in their place.
+
+detect-secrets' plugins find the token shapes (Slack, AWS, GitHub, Stripe, JWT...) and score entropy;
+phonenumbers finds phone numbers; our own rules cover what those miss in chat prose: emails,
+private-key blocks, `password: X` assignments, Slack app tokens, GCP keys, unquoted high-entropy keys.
+
+The plugins are called directly, not through `scan_line`: its ad-hoc mode reports every word of a
+sentence for the entropy plugins, and it rewrites detect-secrets' global settings on each call, which a
+logging filter running on many threads must not do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import phonenumbers
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.base import BasePlugin
+from detect_secrets.plugins.discord import DiscordBotTokenDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.npm import NpmDetector
+from detect_secrets.plugins.openai import OpenAIDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+EMAIL = "EMAIL"
+PHONE = "PHONE"
+SLACK_TOKEN = "SLACK_TOKEN"
+AWS_KEY = "AWS_KEY"
+GCP_KEY = "GCP_KEY"
+PRIVATE_KEY = "PRIVATE_KEY"
+PASSWORD = "PASSWORD"
+SECRET = "SECRET"
+
+DEFAULT_PHONE_REGIONS = ("US",)
+# Base64-ish tokens this long that mix letters and digits are scored; words never are.
+MIN_ENTROPY_TOKEN = 20
+BASE64_ENTROPY_LIMIT = 4.5
+HEX_ENTROPY_LIMIT = 3.0
+
+_PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.DOTALL,
+)
+_PUTTY_KEY = re.compile(r"PuTTY-User-Key-File-\d:.*?(?:Private-MAC:\s*\S+|\Z)", re.DOTALL)
+# The value runs to the next space, or inside quotes; trailing sentence punctuation stays in the text, and a
+# placeholder from an earlier rule is not a value.
+_VALUE = (
+    r"(?!\[[A-Z_]+\])"
+    r"(?:(?P<quote>[\"'`])(?P<qvalue>[^\"'`\n]+)(?P=quote)|(?P<value>[^\s\"'`]+?)(?=[.,;)\]]*(?:\s|$)))"
+)
+_PASSWORD_ASSIGNMENT = re.compile(
+    r"(?i)\b(?P<key>passwor[dt]|passwd|pwd|pw|pass|passcode|passphrase|kennwort)\b(?P<sep>\s*[:=]\s*)" + _VALUE
+)
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?i)\b(?P<key>secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|client[_-]?secret|auth[_-]?token)"
+    r"\b(?P<sep>\s*[:=]\s*)" + _VALUE
+)
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# detect-secrets knows xox[abposr]- tokens with digit groups only; app-level and refresh tokens look different.
+_SLACK = re.compile(r"\b(?:xox[abposre]|xapp)-[A-Za-z0-9-]{8,}")
+_GCP_KEY = re.compile(r"\bAIza[0-9A-Za-z_\-]{35}")
+# An AWS secret access key: 40 base64 characters, named as such nearby.
+_AWS_SECRET = re.compile(
+    r"(?i)(?:aws|secret[_ ]?access[_ ]?key)[^\n]{0,40}?(?<![A-Za-z0-9/+])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+)
+_TOKEN = re.compile(rf"[A-Za-z0-9+/=_\-]{{{MIN_ENTROPY_TOKEN},}}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-+/=.:]")
+
+
+def placeholder(kind: str) -> str:
+    return f"[{kind}]"
+
+
+@dataclass(frozen=True)
+class _Detector:
+    plugin: BasePlugin
+    kind: str
+
+
+_DETECTORS = (
+    _Detector(SlackDetector(), SLACK_TOKEN),
+    _Detector(AWSKeyDetector(), AWS_KEY),
+    _Detector(GitHubTokenDetector(), SECRET),
+    _Detector(GitLabTokenDetector(), SECRET),
+    _Detector(JwtTokenDetector(), SECRET),
+    _Detector(StripeDetector(), SECRET),
+    _Detector(OpenAIDetector(), SECRET),
+    _Detector(TwilioKeyDetector(), SECRET),
+    _Detector(SendGridDetector(), SECRET),
+    _Detector(MailchimpDetector(), SECRET),
+    _Detector(NpmDetector(), SECRET),
+    _Detector(PypiTokenDetector(), SECRET),
+    _Detector(DiscordBotTokenDetector(), SECRET),
+    _Detector(TelegramBotTokenDetector(), SECRET),
+)
+_BASE64_ENTROPY = Base64HighEntropyString(limit=BASE64_ENTROPY_LIMIT)
+_HEX_ENTROPY = HexHighEntropyString(limit=HEX_ENTROPY_LIMIT)
+
+
+class Redactor:
+    """Replaces secrets and personal data in text with `[KIND]` placeholders, counting them by kind."""
+
+    def __init__(self, *, phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS, entropy: bool = True) -> None:
+        self._phone_regions = tuple(phone_regions)
+        self._entropy = entropy
+
+    def redact(self, text: str, counts: Counter[str] | None = None) -> str:
+        """The text with every finding replaced; `counts` (if given) gains one per replacement."""
+        if not text:
+            return text
+        tally: Counter[str] = Counter() if counts is None else counts
+        text = _substitute(_PRIVATE_KEY_BLOCK, text, PRIVATE_KEY, tally)
+        text = _substitute(_PUTTY_KEY, text, PRIVATE_KEY, tally)
+        text = _substitute_value(_PASSWORD_ASSIGNMENT, text, PASSWORD, tally)
+        text = _substitute(_EMAIL, text, EMAIL, tally)
+        text = _substitute(_SLACK, text, SLACK_TOKEN, tally)
+        text = _substitute(_GCP_KEY, text, GCP_KEY, tally)
+        text = _substitute(_AWS_SECRET, text, AWS_KEY, tally, group=1)
+        text = self._library_findings(text, tally)
+        text = _substitute_value(_SECRET_ASSIGNMENT, text, SECRET, tally)
+        if self._entropy:
+            text = _substitute_when(_TOKEN, text, SECRET, tally, keep=_is_high_entropy)
+        return self._phones(text, tally)
+
+    def _library_findings(self, text: str, tally: Counter[str]) -> str:
+        for detector in _DETECTORS:
+            values = {value for line in text.splitlines() for value in detector.plugin.analyze_string(line) if value}
+            # Longest first, so that a value inside another is not replaced half-way.
+            for value in sorted(values, key=len, reverse=True):
+                text = _replace_token_containing(text, value, detector.kind, tally)
+        return text
+
+    def _phones(self, text: str, tally: Counter[str]) -> str:
+        for region in self._phone_regions:
+            spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region)]
+            for start, end in reversed(spans):
+                text = text[:start] + placeholder(PHONE) + text[end:]
+                tally[PHONE] += 1
+        return text
+
+
+def _substitute(pattern: re.Pattern[str], text: str, kind: str, tally: Counter[str], *, group: int = 0) -> str:
+    def replace(match: re.Match[str]) -> str:
+        tally[kind] += 1
+        whole = match.group(0)
+        if group == 0:
+            return placeholder(kind)
+        start, end = match.start(group) - match.start(0), match.end(group) - match.start(0)
+        return whole[:start] + placeholder(kind) + whole[end:]
+
+    return pattern.sub(replace, text)
+
+
+def _substitute_value(pattern: re.Pattern[str], text: str, kind: str, tally: Counter[str]) -> str:
+    """`password: X` -> `password: [PASSWORD]`: the key stays, so the sentence still reads."""
+
+    def replace(match: re.Match[str]) -> str:
+        tally[kind] += 1
+        quote = match.group("quote") or ""
+        return f"{match.group('key')}{match.group('sep')}{quote}{placeholder(kind)}{quote}"
+
+    return pattern.sub(replace, text)
+
+
+def _substitute_when(
+    pattern: re.Pattern[str], text: str, kind: str, tally: Counter[str], *, keep: Callable[[str], bool]
+) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if not keep(match.group(0)):
+            return match.group(0)
+        tally[kind] += 1
+        return placeholder(kind)
+
+    return pattern.sub(replace, text)
+
+
+def _replace_token_containing(text: str, value: str, kind: str, tally: Counter[str]) -> str:
+    # Some plugins report a prefix only (GitHub: "ghp"): widen each hit to the whole token around it.
+    position = text.find(value)
+    while position != -1:
+        start, end = position, position + len(value)
+        while start > 0 and _TOKEN_CHARS.match(text[start - 1]):
+            start -= 1
+        while end < len(text) and _TOKEN_CHARS.match(text[end]):
+            end += 1
+        while end > position + len(value) and text[end - 1] in ".:":  # sentence punctuation stays
+            end -= 1
+        text = text[:start] + placeholder(kind) + text[end:]
+        tally[kind] += 1
+        position = text.find(value, start + len(placeholder(kind)))
+    return text
+
+
+def _is_high_entropy(token: str) -> bool:
+    if not (any(c.isdigit() for c in token) and any(c.isalpha() for c in token)):
+        return False  # plain words and plain numbers are not keys
+    if _HEX.fullmatch(token):
+        return _HEX_ENTROPY.calculate_shannon_entropy(token) > HEX_ENTROPY_LIMIT
+    return _BASE64_ENTROPY.calculate_shannon_entropy(token) > BASE64_ENTROPY_LIMIT
+
+
+_default: Redactor | None = None
+
+
+def default_redactor() -> Redactor:
+    global _default
+    if _default is None:
+        _default = Redactor()
+    return _default
+
+
+def redact(text: str, counts: Counter[str] | None = None) -> str:
+    return default_redactor().redact(text, counts)
+
+
+class RedactingFilter(logging.Filter):
+    """A log-handler filter: the formatted message and any traceback are redacted before a handler writes them."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self._redactor = redactor or default_redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg = self._redactor.redact(record.getMessage())
+            record.args = None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = self._redactor.redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self._redactor.redact(record.stack_info)
+        except Exception:  # a filter that raises loses the line; one that passes it unredacted leaks it
+            record.msg, record.args, record.exc_text = "[UNREDACTABLE LOG RECORD]", None, None
+            record.exc_info = None
+        return True
