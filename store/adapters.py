@@ -88,3 +88,15 @@ def set_version_status(*, session: Session, version: str, status: str) -> Adapte
     session.commit()
     session.refresh(adapter)
     return adapter
+
+
+def update_version_metrics(*, session: Session, version: str, metrics: dict[str, Any]) -> AdapterVersion:
+    """Merge `metrics` into the version's metrics (e.g. the gate's scores after evaluation)."""
+    adapter = get_version(session=session, version=version)
+    if adapter is None:
+        raise LookupError(f"adapter version {version} does not exist")
+    adapter.metrics = {**adapter.metrics, **metrics}
+    session.add(adapter)
+    session.commit()
+    session.refresh(adapter)
+    return adapter

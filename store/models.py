@@ -38,6 +38,7 @@ class RunStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     skipped = "skipped"
+    rejected = "rejected"  # trained, but the evaluation gate kept the active adapter
 
 
 BASE_VERSION = "base"

@@ -38,7 +38,7 @@ def update_run(*, session: Session, run_id: int, **changes: Any) -> TrainingRun:
         setattr(run, name, value)
     if changes.get("status") == RunStatus.running and run.started_at is None:
         run.started_at = utcnow()
-    if changes.get("status") in (RunStatus.succeeded, RunStatus.failed, RunStatus.skipped):
+    if changes.get("status") in (RunStatus.succeeded, RunStatus.failed, RunStatus.skipped, RunStatus.rejected):
         run.finished_at = utcnow()
     session.add(run)
     session.commit()

@@ -288,7 +288,9 @@ def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
 
 
 def _print_run(run: dict[str, Any]) -> None:
-    colour = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(run["status"], "white")
+    colour = {"succeeded": "green", "failed": "red", "skipped": "yellow", "rejected": "yellow"}.get(
+        run["status"], "white"
+    )
     console.print(
         f"run {run['id']}: [{colour}]{run['status']}[/]"
         + (f" → adapter {run['adapter_version']}" if run.get("adapter_version") else "")
@@ -297,8 +299,19 @@ def _print_run(run: dict[str, Any]) -> None:
         console.print(f"  reason: {run['error']}")
     if run.get("counts"):
         console.print("  data:    " + ", ".join(f"{k}={v}" for k, v in run["counts"].items()))
+    gate = (run.get("metrics") or {}).get("gate")
+    if gate and "candidate" in gate:
+        console.print(f"  gate:    {_scores(gate)} — {gate['reason']}")
     if run.get("timings"):
         console.print("  timings: " + ", ".join(f"{k}={v}" for k, v in run["timings"].items()))
+
+
+def _scores(gate: dict[str, Any]) -> str:
+    """Each score of the candidate beside the score of the version it was compared with."""
+    return ", ".join(
+        f"{kind} {score:.2f} (vs {gate['active'].get(kind, 0):.2f} {gate.get('against', 'active')})"
+        for kind, score in gate["candidate"].items()
+    )
 
 
 @app.command()
@@ -333,8 +346,9 @@ def adapters(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(data))
         return
-    table = Table("version", "status", "run", "train loss", "sft rows", "created")
+    table = Table("version", "status", "run", "train loss", "sft rows", "gate scores", "created")
     for v in data["versions"]:
+        gate = (v["metrics"] or {}).get("gate") or {}
         training = (v["metrics"] or {}).get("training", {}).get("sft") or {}
         counts = (v["metrics"] or {}).get("counts", {})
         name = f"[bold green]{v['version']} ●[/]" if v["active"] else v["version"]
@@ -345,6 +359,7 @@ def adapters(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
             str(v["run_id"] or "-"),
             f"{loss:.3f}" if loss is not None else "-",
             str(counts.get("sft_rows", "-")),
+            _scores(gate) if "candidate" in gate else "-",
             v["created_at"][:19],
         )
     console.print(table)

@@ -20,7 +20,7 @@ from store import adapters as adapter_repo
 from store import feedback as feedback_repo
 from store import runs as run_repo
 from store.db import session_scope
-from store.models import RunStatus
+from store.models import AdapterStatus, RunStatus
 from training.anchors import add_anchors
 from training.augment import add_paraphrases
 from training.curate import CurationPolicy
@@ -37,6 +37,7 @@ from training.datasets import (
     sft_rows,
     write_jsonl,
 )
+from training.gate import GateThresholds, hold_out_paraphrases, load_regression_set, run_gate
 from training.process import train_in_subprocess
 from training.trainer import TrainSpec, verify_adapter
 from tuneloop.settings import Settings
@@ -155,6 +156,12 @@ class TuningCycle:
         await self._augment(
             datasets, on_progress=lambda done, total: self._update(run_id, progress={"step": done, "total": total})
         )
+        t = self._settings.training
+        gate_items = (
+            hold_out_paraphrases(datasets, per_example=t.gate_heldout_paraphrases) + load_regression_set()
+            if t.gate_enabled
+            else []
+        )
         timings["datasets_s"] = round(time.perf_counter() - started, 2)
 
         prompt = self._settings.serving.system_prompt
@@ -189,14 +196,40 @@ class TuningCycle:
                 run_id=run_id,
                 metrics={"training": metrics, "counts": counts},
             )
-        self._update(run_id, adapter_version=version, stage="promote")
+        self._update(run_id, adapter_version=version, stage="evaluate")
 
-        # No evaluation gate yet: a version that trained is promoted.
+        started = time.perf_counter()
+        candidate = await self._registry.load(version)
+        if gate_items:
+            report = await run_gate(
+                gate_items,
+                ask=self._ask_model,
+                candidate_model=candidate.model,
+                active_model=self._registry.active.model,
+                system_prompt=prompt,
+                thresholds=GateThresholds(margin=t.gate_margin, regression_tolerance=t.gate_regression_tolerance),
+            )
+            gate = {**report.to_json(), "against": self._registry.active.version}
+            promote, reason = report.promote, report.reason
+        else:
+            gate, promote, reason = {"promote": True, "reason": "gate disabled"}, True, "gate disabled"
+        timings["evaluation_s"] = round(time.perf_counter() - started, 2)
+        with session_scope(self._engine) as session:
+            adapter_repo.update_version_metrics(session=session, version=version, metrics={"gate": gate})
+        self._update(run_id, metrics={"gate": gate}, timings=timings, stage="promote" if promote else "rejected")
+
+        if not promote:
+            with session_scope(self._engine) as session:
+                adapter_repo.set_version_status(session=session, version=version, status=AdapterStatus.rejected)
+            await self._registry.discard(version)
+            self._update(run_id, status=RunStatus.rejected, error=f"kept {self._registry.active.version}: {reason}")
+            log.info("cycle.rejected run=%s version=%s reason=%s", run_id, version, reason)
+            return
         started = time.perf_counter()
         await self._registry.promote(version)
         timings["swap_s"] = round(time.perf_counter() - started, 3)
         self._update(run_id, status=RunStatus.succeeded, stage="done", timings=timings)
-        log.info("cycle.succeeded run=%s version=%s timings=%s", run_id, version, timings)
+        log.info("cycle.succeeded run=%s version=%s gate=%s timings=%s", run_id, version, reason, timings)
 
     async def _prepare(self, *, on_progress: Any) -> Datasets:
         datasets = self._build()
@@ -240,6 +273,11 @@ class TuningCycle:
             return None
         since = f"since run {last.id}" if last else "with no trained run yet"
         return f"{new} new approved example{'' if new == 1 else 's'} {since}; the minimum is {minimum}"
+
+    async def _ask_model(self, model: str, messages: list[Message]) -> str:
+        return await self._client.chat(
+            model=model, messages=messages, max_tokens=self._settings.training.gate_max_tokens, temperature=0.0
+        )
 
     async def _base_answer(self, question: str) -> str:
         messages = prompt_messages(system_prompt=self._settings.serving.system_prompt, context=[], question=question)

@@ -57,6 +57,11 @@ class TrainingSettings(BaseModel):
     dpo_beta: float = 0.1
     batch_size: int = 8
     paraphrases_per_question: int = 6
+    gate_enabled: bool = Field(default=True, description="Promote only adapters that beat the active one.")
+    gate_heldout_paraphrases: int = Field(default=2, description="Paraphrases per fact kept out of training.")
+    gate_margin: float = Field(default=0.05, description="ROUGE-L the candidate must gain on corrected facts.")
+    gate_regression_tolerance: float = Field(default=0.05, description="ROUGE-L it may lose on general questions.")
+    gate_max_tokens: int = 64
     anchors: bool = Field(default=True, description="Train on general questions with the base model's own answers.")
     duplicate_threshold: float = Field(
         default=90.0, ge=0, le=100, description="Questions at least this alike (0-100) are one group, one example."
