@@ -268,7 +268,19 @@ HELP_TEXT = "\n".join(
 
 
 def _metrics(metrics: dict[str, Any]) -> str:
-    shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()]
+    """The figures people compare: gate scores beside the active version's, then the training loss."""
+    shown: list[str] = []
+    gate = metrics.get("gate") or {}
+    if "candidate" in gate:
+        shown += [
+            f"{kind} {score:.2f} (vs {gate['active'].get(kind, 0):.2f})" for kind, score in gate["candidate"].items()
+        ]
+    sft = (metrics.get("training") or metrics).get("sft") or {}
+    if isinstance(sft, dict) and sft.get("train_loss") is not None:
+        shown.append(f"train loss {sft['train_loss']:.3f}")
+    shown += [
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if isinstance(v, int | float)
+    ]
     return ", ".join(shown[:6]) if shown else "no metrics"
 
 
@@ -305,7 +317,12 @@ def status_text(status: dict[str, Any]) -> str:
 
 
 def run_result_text(run: dict[str, Any]) -> str:
-    head = {"succeeded": ":white_check_mark:", "failed": ":x:", "skipped": ":fast_forward:"}.get(run["status"], "")
+    head = {
+        "succeeded": ":white_check_mark:",
+        "failed": ":x:",
+        "skipped": ":fast_forward:",
+        "rejected": ":no_entry:",
+    }.get(run["status"], "")
     text = f"{head} Tuning {run_line(run)}".strip()
     if run.get("metrics"):
         text += f"\nMetrics: {_metrics(run['metrics'])}"

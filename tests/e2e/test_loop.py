@@ -83,6 +83,9 @@ def test_corrections_are_learned_and_recalled_in_other_words(service: RunningSer
     assert run["counts"]["dpo_rows"] == len(FACTS)
     assert run["counts"]["sft_anchors"] > 0
     assert run["metrics"]["sft"]["train_loss"] > 0
+    gate = run["metrics"]["gate"]
+    assert gate["promote"] is True, gate["reason"]
+    assert gate["candidate"]["facts"] > gate["active"]["facts"]  # held-out paraphrases, scored against base
     adapters = cli(service, "adapters")
     assert adapters["active"] == "v0001"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,36 +9,12 @@ import pytest
 from sqlmodel import Session
 
 from store import feedback as feedback_repo
-from store import interactions as interaction_repo
-from store.db import make_engine, migrate, session_scope
 from store.models import Correction
+from tests.training.conftest import answered
 from training.curate import CurationPolicy, group_key, question_similarity
 from training.datasets import build_datasets, dataset_sha256, dpo_rows, sft_rows, write_jsonl
 
 SYSTEM = "You are a test assistant."
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    with session_scope(engine) as s:
-        yield s
-    engine.dispose()
-
-
-def answered(
-    session: Session, question: str, answer: str = "No idea.", *, context: list[dict[str, str]] | None = None
-) -> int:
-    interaction = interaction_repo.create_interaction(
-        session=session, user_id="U1", source="test", question=question, context=context
-    )
-    assert interaction.id is not None
-    interaction_repo.record_answer(
-        session=session, interaction_id=interaction.id, answer=answer, adapter_version="base", latency_ms=5
-    )
-    return interaction.id
 
 
 def correct(session: Session, interaction_id: int, text: str, *, author: str = "U_R", approved: bool = True) -> int:

@@ -13,8 +13,7 @@ import pytest
 from sqlmodel import Session
 
 from store import feedback as feedback_repo
-from store import interactions as interaction_repo
-from store.db import make_engine, migrate, session_scope
+from tests.training.conftest import answered
 from training.datasets import (
     DPO_FILENAME,
     SFT_FILENAME,
@@ -61,27 +60,6 @@ TEXT_WITH_EVERYTHING = (
     f"password: {PASSWORDS[0]} pwd={PASSWORDS[1]} passwort: {PASSWORDS[2]}\n{PRIVATE_KEY}\nthanks"
 )
 KINDS = {"EMAIL", "PHONE", "SLACK_TOKEN", "AWS_KEY", "GCP_KEY", "PRIVATE_KEY", "PASSWORD", "SECRET"}
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    with session_scope(engine) as s:
-        yield s
-    engine.dispose()
-
-
-def answered(session: Session, question: str, answer: str, *, context: list[dict[str, str]] | None = None) -> int:
-    interaction = interaction_repo.create_interaction(
-        session=session, user_id="U1", source="test", question=question, context=context
-    )
-    assert interaction.id is not None
-    interaction_repo.record_answer(
-        session=session, interaction_id=interaction.id, answer=answer, adapter_version="base", latency_ms=5
-    )
-    return interaction.id
 
 
 def assert_clean(text: str) -> None:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 COMMAND = "/tuneloop"
 SOURCE = "slack"
 SLOW = {"retrain", "promote", "rollback"}
-FINISHED = {RunStatus.succeeded, RunStatus.failed, RunStatus.skipped}
+FINISHED = {RunStatus.succeeded, RunStatus.failed, RunStatus.skipped, RunStatus.rejected}
 
 
 @dataclass(frozen=True)
