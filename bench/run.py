@@ -20,6 +20,8 @@ import httpx
 import uvicorn
 
 from serving.engine import VLLMProcess
+from tests.bot.slack_requests import SIGNING_SECRET, app_mention, event_callback, sign
+from tests.bot.slack_stub import SlackStub
 from tuneloop.base_model import pull_default_model
 from tuneloop.service import build_service, engine_config
 from tuneloop.settings import DEFAULT_BASE_MODEL_DIRNAME, Settings
@@ -53,8 +55,11 @@ async def latencies(http: httpx.AsyncClient, count: int) -> dict[str, float]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="tuneloop-bench-"))
     model_dir, _ = pull_default_model(REPO / "var" / "models" / DEFAULT_BASE_MODEL_DIRNAME)
+    # Slack cannot be reached from here: the bot talks to the tests' local stand-in for its Web API.
+    stub = SlackStub().start()
     settings = Settings(
         data_dir=data_dir,
+        slack={"api_url": stub.api_url, "bot_token": "xoxb-bench", "signing_secret": SIGNING_SECRET},
         serving={
             "base_model": model_dir,
             "vllm_port": args.vllm_port,
@@ -108,11 +113,31 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 swaps.append(response.json()["swap_ms"])
             results["swap_loaded_ms"] = {"p50": round(statistics.median(swaps), 2), "max": round(max(swaps), 2)}
             results["swap_first_load_ms"] = round(run["timings"].get("swap_s", 0) * 1000, 1)
+
+            print(f"measuring Slack ack latency for {args.mentions} concurrent mentions ...", flush=True)
+            results["slack_ack"] = await slack_ack_latency(http, stub, args.mentions)
         server.should_exit = True
         await serve_task
     finally:
         vllm.stop()
+        stub.stop()
     return results
+
+
+async def slack_ack_latency(http: httpx.AsyncClient, stub: SlackStub, count: int) -> dict[str, float]:
+    """Signed app_mention events, all at once; the figure is how long Slack would wait for each ack."""
+
+    async def one(index: int) -> float:
+        ts = stub.add_message("C_BENCH", f"<@U_BOT> question {index}: {QUESTIONS[index % len(QUESTIONS)]}", user="U_B")
+        body = json.dumps(event_callback(app_mention(channel="C_BENCH", user="U_B", text=f"<@U_BOT> q{index}", ts=ts)))
+        headers = {"Content-Type": "application/json", **sign(body)}
+        started = time.perf_counter()
+        response = await http.post("/slack/events", content=body, headers=headers)
+        response.raise_for_status()
+        return (time.perf_counter() - started) * 1000
+
+    samples = list(await asyncio.gather(*(one(i) for i in range(count))))
+    return {"p50_ms": round(statistics.median(samples)), "p99_ms": round(percentile(samples, 0.99)), "n": count}
 
 
 async def _healthz(http: httpx.AsyncClient) -> int:
@@ -131,11 +156,19 @@ def print_table(r: dict[str, Any]) -> None:
             "answer latency, adapter (p50 / p95)",
             f"{r['latency_adapter']['p50_ms']} / {r['latency_adapter']['p95_ms']} ms",
         ),
-        ("one cycle, wall time", f"{cycle['wall_s']} s ({cycle['status']})"),
+        (
+            "one cycle, wall time",
+            f"{cycle['wall_s']} s ({cycle['status']}, {cycle['counts'].get('sft_rows')} SFT rows)",
+        ),
         ("  datasets + paraphrases", f"{cycle.get('datasets_s')} s"),
         ("  training (SFT + DPO)", f"{cycle.get('training_s')} s"),
+        ("  evaluation gate", f"{cycle.get('evaluation_s')} s"),
         ("  load + swap", f"{cycle.get('swap_s')} s"),
         ("swap between loaded versions (p50 / max)", f"{r['swap_loaded_ms']['p50']} / {r['swap_loaded_ms']['max']} ms"),
+        (
+            f"Slack ack, {r['slack_ack']['n']} concurrent mentions (p50 / p99)",
+            f"{r['slack_ack']['p50_ms']} / {r['slack_ack']['p99_ms']} ms",
+        ),
     ]
     print("\n| What | Figure |\n|---|---|")
     for name, value in rows:
@@ -145,6 +178,7 @@ def print_table(r: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20, help="answers per latency sample")
+    parser.add_argument("--mentions", type=int, default=50, help="concurrent Slack mentions for the ack figure")
     parser.add_argument("--port", type=int, default=8300)
     parser.add_argument("--vllm-port", type=int, default=8301)
     args = parser.parse_args()

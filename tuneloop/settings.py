@@ -56,7 +56,7 @@ class TrainingSettings(BaseModel):
     dpo_learning_rate: float = 5e-5
     dpo_beta: float = 0.1
     batch_size: int = 8
-    paraphrases_per_question: int = 6
+    paraphrases_per_question: int = Field(default=8, description="Rewordings per corrected question (some held out).")
     gate_enabled: bool = Field(default=True, description="Promote only adapters that beat the active one.")
     gate_heldout_paraphrases: int = Field(default=2, description="Paraphrases per fact kept out of training.")
     gate_margin: float = Field(default=0.05, description="ROUGE-L the candidate must gain on corrected facts.")
