@@ -35,6 +35,7 @@ class Call:
     args: dict[str, Any]
     token: str | None = None
     path: str = ""
+    at: float = field(default_factory=time.monotonic)  # when the stub received it
 
 
 @dataclass
@@ -69,6 +70,8 @@ class SlackStub:
         self.messages: dict[str, list[StubMessage]] = {}
         # method -> Slack error code: the next calls of that method fail with {"ok": false, "error": code}.
         self.errors: dict[str, str] = {}
+        # What apps.connections.open hands out: the WebSocket URL of a Socket Mode test server.
+        self.socket_mode_url: str | None = None
         self._changed = threading.Condition()
         self._seconds = int(time.time())
         self._counter = itertools.count(1)
@@ -274,6 +277,10 @@ class SlackStub:
         if method in ("views.open", "views.publish", "views.update"):
             view = dict(args.get("view") or {})
             return {"ok": True, "view": {**view, "id": f"V{next(self._counter):06d}"}}
+        if method == "apps.connections.open":
+            if self.socket_mode_url is None:
+                return {"ok": False, "error": "invalid_auth"}
+            return {"ok": True, "url": self.socket_mode_url}
         if method == "users.info":
             return {"ok": True, "user": {"id": args.get("user"), "name": str(args.get("user", "")).lower()}}
         return {"ok": True}

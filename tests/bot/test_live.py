@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bot.views import ANSWER_ACTIONS_BLOCK, CORRECT_OPEN, VOTE_DOWN, VOTE_UP
@@ -54,6 +56,9 @@ def test_a_mention_is_answered_in_its_thread_with_votes_correction_and_the_adapt
     # The answer streamed into the placeholder: the last update of that message is the finished answer.
     updates = [c for c in slack_stub.calls_to("chat.update") if c.args["ts"] == answer.args["ts"]]
     assert updates[-1] is answer
+    # Streaming updates come at most about once a second (Slack's rate for chat.update); the final render may follow.
+    streamed = updates[:-1]
+    assert all(later.at - earlier.at >= 0.8 for earlier, later in itertools.pairwise(streamed))
 
 
 def test_a_follow_up_in_the_thread_is_answered_with_the_thread_as_context(
