@@ -130,3 +130,12 @@ class ProcessedEvent(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     # Unix seconds, only for pruning old keys; not a timestamp anyone reads.
     claimed_at_s: int = Field(default_factory=lambda: int(utcnow().timestamp()), index=True)
+
+
+class Lock(SQLModel, table=True):
+    """A named lock held by one process (see store.locks)."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)  # host:pid:random, so a restarted process is a new holder
+    acquired_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)

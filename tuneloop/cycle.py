@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from serving.errors import Conflict, TuneloopError
 from serving.registry import AdapterRegistry
 from store import adapters as adapter_repo
 from store import feedback as feedback_repo
+from store import locks as lock_repo
 from store import runs as run_repo
 from store.db import session_scope
 from store.models import AdapterStatus, RunStatus
@@ -44,6 +48,9 @@ from tuneloop.settings import Settings
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0
+CYCLE_LOCK = "tuning-cycle"
+# A holder that has not refreshed the lock for this long is taken for dead.
+LOCK_TTL_S = 120.0
 
 
 class TuningCycle:
@@ -58,14 +65,21 @@ class TuningCycle:
         self._registry = registry
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # Names this process as the lock's holder; a restarted process is a new holder.
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     @property
     def running(self) -> bool:
         return self._lock.locked()
 
     def fail_interrupted_runs(self) -> None:
-        """Runs left queued/running by a stopped process can never finish: mark them failed."""
+        """Runs left queued/running by a stopped process can never finish: mark them failed.
+
+        Only when no live process holds the cycle lock: another service on this database may be mid-cycle.
+        """
         with session_scope(self._engine) as session:
+            if lock_repo.current_holder(session=session, name=CYCLE_LOCK, ttl_s=LOCK_TTL_S) is not None:
+                return
             for run in run_repo.unfinished_runs(session=session):
                 assert run.id is not None
                 run_repo.update_run(
@@ -77,15 +91,13 @@ class TuningCycle:
 
     async def start(self, *, trigger: str, user_id: str | None, force: bool) -> int:
         if self._lock.locked():
-            with session_scope(self._engine) as session:
-                busy = run_repo.unfinished_runs(session=session)
-            raise Conflict(
-                f"a tuning cycle is already running (run {busy[0].id if busy else '?'})",
-                hint="Follow it with `tuneloop runs` and try again when it has finished.",
-            )
+            raise self._busy()
         await self._lock.acquire()
         try:
+            # The database lock covers every process on this database; the asyncio lock, this one.
             with session_scope(self._engine) as session:
+                if not lock_repo.try_acquire(session=session, name=CYCLE_LOCK, holder=self._holder, ttl_s=LOCK_TTL_S):
+                    raise self._busy()
                 run = run_repo.create_run(session=session, trigger=trigger, triggered_by=user_id)
         except BaseException:
             self._lock.release()
@@ -93,6 +105,14 @@ class TuningCycle:
         assert run.id is not None
         self._task = asyncio.create_task(self._run_locked(run.id, force=force))
         return run.id
+
+    def _busy(self) -> Conflict:
+        with session_scope(self._engine) as session:
+            busy = run_repo.unfinished_runs(session=session)
+        return Conflict(
+            f"a tuning cycle is already running (run {busy[0].id if busy else '?'})",
+            hint="Follow it with `tuneloop runs` and try again when it has finished.",
+        )
 
     async def wait(self) -> None:
         if self._task is not None:
@@ -122,6 +142,7 @@ class TuningCycle:
 
     # --- the cycle -----------------------------------------------------------------------------
     async def _run_locked(self, run_id: int, *, force: bool) -> None:
+        heartbeat = asyncio.create_task(self._keep_lock())
         try:
             await self._run(run_id, force=force)
         except Exception as error:
@@ -129,7 +150,17 @@ class TuningCycle:
             log.exception("cycle.failed run=%s", run_id)
             self._update(run_id, status=RunStatus.failed, error=cause)
         finally:
+            heartbeat.cancel()
+            with session_scope(self._engine) as session:
+                lock_repo.release(session=session, name=CYCLE_LOCK, holder=self._holder)
             self._lock.release()
+
+    async def _keep_lock(self) -> None:
+        while True:
+            await asyncio.sleep(LOCK_TTL_S / 4)  # a heartbeat period, not synchronisation
+            with session_scope(self._engine) as session:
+                if not lock_repo.refresh(session=session, name=CYCLE_LOCK, holder=self._holder):
+                    log.error("cycle.lock_lost holder=%s", self._holder)
 
     async def _run(self, run_id: int, *, force: bool) -> None:
         timings: dict[str, float] = {}

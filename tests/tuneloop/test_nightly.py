@@ -120,3 +120,18 @@ async def test_runs_left_unfinished_by_a_stopped_service_are_marked_failed(cycle
     assert stored is not None
     assert stored.status == RunStatus.failed
     assert stored.error and "interrupted" in stored.error
+
+
+async def test_two_services_on_one_database_never_run_cycles_at_once(cycle: TuningCycle) -> None:
+    # A second TuningCycle is what a second service process has: its own asyncio lock, the same database.
+    other = TuningCycle(settings=cycle._settings, engine=cycle._engine, client=cycle._client, registry=cycle._registry)
+    first = await cycle.start(trigger="api", user_id="U_ADMIN", force=True)
+    with pytest.raises(Conflict) as refused:
+        await other.start(trigger="api", user_id="U_ADMIN", force=True)
+    assert f"run {first}" in refused.value.message
+    other.fail_interrupted_runs()  # a starting service must not fail the other service's running cycle
+    await cycle.wait()
+    assert runs(cycle) == ["skipped"]
+    await other.start(trigger="api", user_id="U_ADMIN", force=True)
+    await other.wait()
+    assert runs(cycle) == ["skipped", "skipped"]
