@@ -28,7 +28,11 @@ class ActorRequest(BaseModel):
 
 
 class VersionRequest(ActorRequest):
-    version: str | None = None
+    version: str | None = Field(default=None, description="Default for rollback: the version that served before.")
+
+
+class PromoteRequest(ActorRequest):
+    version: str = Field(min_length=1, max_length=32)
 
 
 @router.post("/train", status_code=202)
@@ -69,9 +73,7 @@ async def status(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/promote")
-async def promote(body: VersionRequest, services: ServicesDep) -> dict[str, Any]:
-    if not body.version:
-        raise NotFound("promote needs a version", hint="List versions with `tuneloop adapters`.")
+async def promote(body: PromoteRequest, services: ServicesDep) -> dict[str, Any]:
     adapter = await services.admin.promote(version=body.version, user_id=body.user, source="api")
     return {"active": adapter.version, "swap_ms": services.registry.last_swap_ms}
 
