@@ -116,10 +116,25 @@ class AnswerService:
                 question=question.text.strip(),
             )
             parts: list[str] = []
-            async with self._registry.use() as adapter:
-                async for delta in self._stream_with_restore(adapter.model, messages):
-                    parts.append(delta)
-                    yield delta
+            for attempt in (1, 2):
+                try:
+                    async with self._registry.use() as adapter:
+                        async for delta in self._client.chat_stream(
+                            model=adapter.model,
+                            messages=messages,
+                            max_tokens=self._settings.max_answer_tokens,
+                            temperature=self._settings.temperature,
+                        ):
+                            parts.append(delta)
+                            yield delta
+                    break
+                except EngineRejected as error:
+                    # vLLM restarted and forgot its runtime adapters: load them again and retry once,
+                    # unless text already went out (a retry would repeat it).
+                    if attempt == 2 or parts or "does not exist" not in error.message:
+                        raise
+                    log.warning("answer.adapter_missing model=%s: restoring adapters", adapter.model)
+                    await self._registry.restore()
             text = "".join(parts).strip()
         except TuneloopError as error:
             self._record_failure(interaction_id, started, error)
@@ -136,29 +151,6 @@ class AnswerService:
             )
         log.info("answer.done interaction=%s adapter=%s latency_ms=%d", interaction_id, adapter.version, latency_ms)
         yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version, latency_ms=latency_ms)
-
-    async def _stream_with_restore(self, model: str, messages: list[Message]) -> AsyncIterator[str]:
-        try:
-            async for delta in self._client.chat_stream(
-                model=model,
-                messages=messages,
-                max_tokens=self._settings.max_answer_tokens,
-                temperature=self._settings.temperature,
-            ):
-                yield delta
-        except EngineRejected as error:
-            # vLLM restarted and forgot its runtime adapters: load them again and retry once.
-            if "does not exist" not in error.message:
-                raise
-            log.warning("answer.adapter_missing model=%s: restoring adapters", model)
-            adapter = await self._registry.restore()
-            async for delta in self._client.chat_stream(
-                model=adapter.model,
-                messages=messages,
-                max_tokens=self._settings.max_answer_tokens,
-                temperature=self._settings.temperature,
-            ):
-                yield delta
 
     def _record_failure(self, interaction_id: int, started: float, error: TuneloopError) -> None:
         latency_ms = int((time.perf_counter() - started) * 1000)

@@ -115,3 +115,26 @@ async def test_a_broken_adapter_is_refused_and_serving_continues(
         await registry.promote("v0009")
     assert registry.active.version == "v0001"
     assert active_in_store(engine) == ["v0001"]
+
+
+async def test_an_answer_after_vllm_forgot_its_adapters_reloads_them_and_records_who_answered(
+    registry: AdapterRegistry, engine: Engine
+) -> None:
+    from serving.answers import AnswerService, AnswerSettings, Question
+    from store import interactions as interaction_repo
+
+    await registry.promote("v0001")
+    # What a vLLM restart does to runtime-loaded adapters: they are gone, the registry still names them.
+    await registry._client.unload_adapter(name=registry.served_name("v0001"))
+    answers = AnswerService(
+        engine=engine,
+        client=registry._client,
+        registry=registry,
+        settings=AnswerSettings(system_prompt="S", max_question_chars=100, max_answer_tokens=8, temperature=0.0),
+    )
+    answer = await answers.ask(Question(text="Name a colour.", user_id="U1", source="test"))
+    assert answer.adapter_version == "v0001"
+    assert registry.served_name("v0001") in await served_models(registry)
+    with session_scope(engine) as session:
+        stored = interaction_repo.get_interaction(session=session, interaction_id=answer.interaction_id)
+    assert stored is not None and stored.status == "answered" and stored.adapter_version == "v0001"
