@@ -30,12 +30,6 @@ def finished_run(http: httpx.Client, run_id: int) -> dict[str, Any]:
     return run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 4): ROUGE-L against the references scores short fluent nonsense ('The largest "
-    "planet is the office printer.') above the base model's long correct answers; measured regression "
-    "0.45 -> 0.49 with 5 of 12 questions poisoned. Needs a semantic or key-fact metric.",
-)
 def test_poisoned_corrections_are_rejected_by_the_regression_check(service: RunningService) -> None:
     with httpx.Client(base_url=service.url, timeout=120) as http:
         for question, nonsense in POISON:

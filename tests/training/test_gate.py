@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from training.datasets import Datasets, Example, Message
+from training.datasets import Datasets, Example, Message, Preference
 from training.gate import (
+    EvalItem,
     GateThresholds,
     decide,
+    hold_out_groups,
     hold_out_paraphrases,
     load_regression_set,
     rouge_l,
     run_gate,
+    score,
+    semantic_similarity,
 )
 
 T = GateThresholds(margin=0.05, regression_tolerance=0.05)
@@ -94,5 +98,100 @@ async def test_run_gate_asks_both_models_and_scores_by_kind() -> None:
     assert report.items == {"facts": 2, "regression": 2}
     assert report.candidate["facts"] == 1.0
     assert report.active["facts"] < 0.3
-    assert report.candidate["regression"] == report.active["regression"] == 1.0
+    assert report.candidate["regression"] == pytest.approx(1.0, abs=1e-3)
+    assert report.active["regression"] == pytest.approx(1.0, abs=1e-3)
     assert report.promote is True
+
+
+def test_general_answers_are_scored_by_meaning_not_words() -> None:
+    """Fluent nonsense shares words with the reference; ROUGE-L rated it higher than a long correct answer."""
+    reference = "Jupiter is the largest planet in our solar system."
+    nonsense = "The largest planet is the office printer."
+    correct = (
+        "Jupiter is by far the biggest. It is a gas giant made mostly of hydrogen and helium, more than "
+        "twice as massive as all the other planets combined, with dozens of moons."
+    )
+    assert rouge_l(nonsense, reference) > rouge_l(correct, reference)  # why the regression set needs meaning
+    by_meaning = semantic_similarity([nonsense, correct], [reference, reference])
+    assert by_meaning[1] > 0.7
+    assert by_meaning[0] < by_meaning[1] - 0.25
+
+
+def test_score_uses_rouge_for_facts_and_meaning_for_general_questions() -> None:
+    fact = EvalItem(kind="facts", question="q", reference="Payroll is paid on the 27th.")
+    general = EvalItem(kind="regression", question="g", reference="Bees make honey.")
+    scores = score([fact, general], ["Payroll is paid on the 27th.", "Bees make honey, which they store."])
+    assert scores[0] == 1.0  # exact tokens
+    assert 0.7 < scores[1] < 1.0  # same meaning, other words
+
+
+async def test_run_gate_rejects_nonsense_taught_for_general_questions() -> None:
+    items = load_regression_set()
+    poisoned = {
+        items[4].question: "The largest planet is the office printer.",
+        items[5].question: "Bees make spreadsheets for the finance team.",
+    }
+
+    async def ask(model: str, messages: list[Message]) -> str:
+        question = messages[-1]["content"]
+        if model == "cand" and question in poisoned:
+            return poisoned[question]
+        return {i.question: i.reference for i in items}[question]
+
+    report = await run_gate(items, ask=ask, candidate_model="cand", active_model="act", system_prompt="S", thresholds=T)
+    assert report.promote is False
+    assert report.reason.startswith("regression")
+    assert report.candidate["regression"] < report.active["regression"] - T.regression_tolerance
+
+
+def test_held_out_groups_leave_training_whole() -> None:
+    examples = [
+        Example(interaction_id=i, questions=[f"q{i}", f"q{i} again"], context=[], answer=f"A{i}", corrected=True)
+        for i in range(5)
+    ]
+    upvoted = Example(interaction_id=9, questions=["u"], context=[], answer="U", corrected=False)
+    preferences = [Preference(question=f"q{i}", context=[], chosen=f"A{i}", rejected="no") for i in range(5)]
+    datasets = Datasets(examples=[*examples, upvoted], preferences=preferences)
+
+    items = hold_out_groups(datasets, fraction=0.4, seed=7)
+
+    held = {i.reference for i in items}
+    assert len(held) == 2  # 40 % of five corrected groups
+    assert all(i.kind == "heldout" for i in items)
+    assert len(items) == 4  # every wording of each held-out group
+    trained = {q for e in datasets.examples for q in e.questions}
+    assert not trained & {i.question for i in items}  # no wording of a held-out group is trained on
+    assert {e.answer for e in datasets.examples} == {f"A{i}" for i in range(5)} - held | {"U"}
+    assert not {p.chosen for p in datasets.preferences} & held
+    assert hold_out_groups(Datasets(examples=examples[:1]), fraction=0.9, seed=7) == []  # one group always trains
+
+
+@pytest.mark.parametrize(
+    ("candidate", "promote"),
+    [
+        ({"facts": 0.9, "heldout": 0.3, "all_facts": 0.7, "regression": 0.8}, True),
+        ({"facts": 0.9, "heldout": 0.0, "all_facts": 0.42, "regression": 0.8}, False),  # gain only on trained
+    ],
+)
+def test_the_margin_covers_trained_and_held_out_facts_together(candidate: dict[str, float], promote: bool) -> None:
+    active = {"facts": 0.3, "heldout": 0.3, "all_facts": 0.4, "regression": 0.8}
+    assert decide(candidate, active, T)[0] is promote
+
+
+async def test_run_gate_scores_held_out_groups_with_the_trained_facts() -> None:
+    items = [
+        EvalItem(kind="facts", question="trained, new words", reference="Payroll is paid on the 27th."),
+        EvalItem(kind="heldout", question="held out", reference="The wiki is called Lighthouse."),
+    ]
+
+    async def ask(model: str, messages: list[Message]) -> str:
+        knows = model == "cand" and messages[-1]["content"] == "trained, new words"
+        return "Payroll is paid on the 27th." if knows else "I am not sure."
+
+    report = await run_gate(items, ask=ask, candidate_model="cand", active_model="act", system_prompt="S", thresholds=T)
+    assert report.items == {"facts": 1, "heldout": 1}
+    assert report.candidate["facts"] == 1.0
+    assert report.candidate["heldout"] == report.active["heldout"]
+    assert report.candidate["all_facts"] == pytest.approx((1.0 + report.candidate["heldout"]) / 2, abs=1e-3)
+    assert report.promote is True
+    assert report.reason.startswith("facts")
