@@ -94,6 +94,16 @@ class Datasets:
             if not e.anchor and e.feedback_at is not None and (since is None or as_utc(e.feedback_at) > as_utc(since))
         )
 
+    def keep_new(self, *, since: datetime) -> None:
+        """Drop taught examples (and their preferences) from before `since`; anchors stay, against forgetting."""
+        self.examples = [
+            e
+            for e in self.examples
+            if e.anchor or (e.feedback_at is not None and as_utc(e.feedback_at) > as_utc(since))
+        ]
+        taught = {q for e in self.examples if not e.anchor for q in e.questions}
+        self.preferences = [p for p in self.preferences if p.question in taught]
+
 
 def as_utc(moment: datetime) -> datetime:
     # SQLite hands datetimes back naive; they were written in UTC.

@@ -6,11 +6,13 @@ Every stage writes the run record, so `GET /admin/runs/{id}` shows where a cycle
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from training.datasets import (
     sft_rows,
     write_jsonl,
 )
-from training.gate import GateThresholds, hold_out_paraphrases, load_regression_set, run_gate
+from training.gate import GateThresholds, hold_out_groups, hold_out_paraphrases, load_regression_set, run_gate
 from training.process import train_in_subprocess
 from training.trainer import TrainSpec, verify_adapter
 from tuneloop.settings import Settings
@@ -146,7 +148,7 @@ class TuningCycle:
         try:
             await self._run(run_id, force=force)
         except Exception as error:
-            cause = error.message if isinstance(error, TuneloopError) else f"{type(error).__name__}: {error}"
+            cause = self._cause(error)
             log.exception("cycle.failed run=%s", run_id)
             self._update(run_id, status=RunStatus.failed, error=cause)
         finally:
@@ -154,6 +156,13 @@ class TuningCycle:
             with session_scope(self._engine) as session:
                 lock_repo.release(session=session, name=CYCLE_LOCK, holder=self._holder)
             self._lock.release()
+
+    def _cause(self, error: Exception) -> str:
+        if isinstance(error, TuneloopError):
+            return error.message
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return f"No space left on device: free space under {self._settings.data_dir} and retrain"
+        return f"{type(error).__name__}: {error}"
 
     async def _keep_lock(self) -> None:
         while True:
@@ -184,15 +193,29 @@ class TuningCycle:
             self._update(run_id, status=RunStatus.skipped, stage="datasets", error=too_few)
             log.info("cycle.skipped run=%s reason=%s", run_id, too_few)
             return
+        continue_from = self._continue_from()
+        if continue_from is not None and datasets.new_examples(since=continue_from[1]) == 0:
+            self._update(
+                run_id,
+                status=RunStatus.skipped,
+                stage="datasets",
+                error="nothing new to continue the active adapter with (training.strategy=continue)",
+            )
+            return
         await self._augment(
             datasets, on_progress=lambda done, total: self._update(run_id, progress={"step": done, "total": total})
         )
         t = self._settings.training
         gate_items = (
-            hold_out_paraphrases(datasets, per_example=t.gate_heldout_paraphrases) + load_regression_set()
+            hold_out_groups(datasets, fraction=t.gate_heldout_groups, seed=t.seed + run_id)
+            + hold_out_paraphrases(datasets, per_example=t.gate_heldout_paraphrases)
+            + load_regression_set()
             if t.gate_enabled
             else []
         )
+        if continue_from is not None:
+            # Held out above, cut here: a continued adapter is still judged on every fact, old ones included.
+            datasets.keep_new(since=continue_from[1])
         timings["datasets_s"] = round(time.perf_counter() - started, 2)
 
         prompt = self._settings.serving.system_prompt
@@ -200,13 +223,22 @@ class TuningCycle:
         dpo = dpo_rows(datasets, system_prompt=prompt)
         dpo_path = write_jsonl(run_dir / DPO_FILENAME, dpo) if dpo else None
         # The files are the exact training data; their hashes in the run record tell two runs' data apart.
-        counts = {**datasets.counts(), "dataset_sha256": dataset_sha256([p for p in (sft_path, dpo_path) if p])}
+        counts = {
+            **datasets.counts(),
+            "strategy": "continue" if continue_from else "from_base",
+            "dataset_sha256": dataset_sha256([p for p in (sft_path, dpo_path) if p]),
+        }
         self._update(run_id, counts=counts, timings=timings)
 
         with session_scope(self._engine) as session:
             version = adapter_repo.next_version_name(session=session)
         adapter_dir = self._settings.adapters_dir / version
-        spec = self._train_spec(sft_path=sft_path, dpo_path=dpo_path, output_dir=adapter_dir)
+        spec = self._train_spec(
+            sft_path=sft_path,
+            dpo_path=dpo_path,
+            output_dir=adapter_dir,
+            init_adapter=continue_from[0] if continue_from else None,
+        )
         self._update(run_id, stage="training", progress={})
         started = time.perf_counter()
         metrics = await train_in_subprocess(
@@ -291,6 +323,19 @@ class TuningCycle:
         # Model-written paraphrases and anchor answers are text too: nothing reaches a file unredacted.
         redact_datasets(datasets)
 
+    def _continue_from(self) -> tuple[str, datetime] | None:
+        """With the `continue` strategy: the active adapter's folder, and when the data it learnt was taken."""
+        if self._settings.training.strategy != "continue":
+            return None
+        with session_scope(self._engine) as session:
+            active = adapter_repo.get_active_version(session=session)
+            if active is None or active.path is None:
+                return None  # nothing to continue from: the first adapter trains from the base model
+            made_by = run_repo.get_run(session=session, run_id=active.run_id) if active.run_id else None
+            # Feedback given while that adapter trained is newer than its dataset: the run's start is the cut.
+            since = made_by.started_at if made_by and made_by.started_at else active.created_at
+            return active.path, since
+
     def _too_few_new_examples(self, run_id: int, datasets: Datasets, *, force: bool) -> str | None:
         """Why a nightly cycle should not train yet, or None; a forced (manual) cycle always trains."""
         minimum = self._settings.training.min_new_examples
@@ -330,9 +375,12 @@ class TuningCycle:
             seed=self._settings.training.seed,
         )
 
-    def _train_spec(self, *, sft_path: Path, dpo_path: Path | None, output_dir: Path) -> TrainSpec:
+    def _train_spec(
+        self, *, sft_path: Path, dpo_path: Path | None, output_dir: Path, init_adapter: str | None
+    ) -> TrainSpec:
         t = self._settings.training
         return TrainSpec(
+            init_adapter=init_adapter,
             base_model=str(self._settings.base_model_dir.resolve()),
             output_dir=str(output_dir.resolve()),
             sft_path=str(sft_path.resolve()),

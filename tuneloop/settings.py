@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,11 +57,25 @@ class TrainingSettings(BaseModel):
     dpo_learning_rate: float = 5e-5
     dpo_beta: float = 0.1
     batch_size: int = 8
+    strategy: Literal["from_base", "continue"] = Field(
+        default="from_base",
+        description="from_base: a fresh adapter on the whole curated history; continue: the active adapter, "
+        "trained further on what is new since it was made (see bench/strategies.py for the comparison).",
+    )
     paraphrases_per_question: int = Field(default=8, description="Rewordings per corrected question (some held out).")
     gate_enabled: bool = Field(default=True, description="Promote only adapters that beat the active one.")
+    gate_heldout_groups: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of corrected question groups kept out of training entirely, to measure how the "
+        "candidate generalises. Off by default: a held-out correction is not learnt until a later cycle.",
+    )
     gate_heldout_paraphrases: int = Field(default=2, description="Paraphrases per fact kept out of training.")
     gate_margin: float = Field(default=0.05, description="ROUGE-L the candidate must gain on corrected facts.")
-    gate_regression_tolerance: float = Field(default=0.05, description="ROUGE-L it may lose on general questions.")
+    gate_regression_tolerance: float = Field(
+        default=0.05, description="Meaning similarity (MiniLM cosine) it may lose on general questions."
+    )
     gate_max_tokens: int = 64
     anchors: bool = Field(default=True, description="Train on general questions with the base model's own answers.")
     duplicate_threshold: float = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlmodel import Session
@@ -9,7 +10,16 @@ from sqlmodel import Session
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from tests.training.conftest import answered
-from training.datasets import build_datasets, dpo_rows, read_jsonl, sft_rows, write_jsonl
+from training.datasets import (
+    Datasets,
+    Example,
+    Preference,
+    build_datasets,
+    dpo_rows,
+    read_jsonl,
+    sft_rows,
+    write_jsonl,
+)
 
 SYSTEM = "You are a test assistant."
 
@@ -123,3 +133,28 @@ def test_jsonl_round_trip(tmp_path: Path, session: Session) -> None:
     rows = sft_rows(build_datasets(session=session), system_prompt=SYSTEM)
     path = write_jsonl(tmp_path / "out" / "sft.jsonl", rows)
     assert read_jsonl(path) == rows
+
+
+def test_keep_new_leaves_what_is_new_and_the_anchors() -> None:
+    """The `continue` strategy trains the active adapter on what came after it, and on the anchors."""
+    cut = datetime(2026, 11, 1, tzinfo=UTC)
+    old = Example(interaction_id=1, questions=["old?"], context=[], answer="A", corrected=True, feedback_at=cut)
+    new = Example(
+        interaction_id=2,
+        questions=["new?", "new, again?"],
+        context=[],
+        answer="B",
+        corrected=True,
+        feedback_at=cut + timedelta(minutes=1),
+    )
+    anchor = Example(interaction_id=None, questions=["sky?"], context=[], answer="Blue.", corrected=False, anchor=True)
+    datasets = Datasets(
+        examples=[old, new, anchor],
+        preferences=[
+            Preference(question="old?", context=[], chosen="A", rejected="x"),
+            Preference(question="new?", context=[], chosen="B", rejected="y"),
+        ],
+    )
+    datasets.keep_new(since=cut.replace(tzinfo=None))  # SQLite hands back naive UTC
+    assert datasets.examples == [new, anchor]
+    assert [p.question for p in datasets.preferences] == ["new?"]

@@ -16,6 +16,7 @@ from sqlmodel import select
 from serving.client import InferenceClient
 from serving.errors import Conflict
 from serving.registry import AdapterRegistry
+from store import adapters as adapter_repo
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store import runs as run_repo
@@ -135,3 +136,28 @@ async def test_two_services_on_one_database_never_run_cycles_at_once(cycle: Tuni
     await other.start(trigger="api", user_id="U_ADMIN", force=True)
     await other.wait()
     assert runs(cycle) == ["skipped", "skipped"]
+
+
+async def test_continue_strategy_skips_when_nothing_is_newer_than_the_active_adapter(
+    cycle: TuningCycle, tmp_path: Path
+) -> None:
+    cycle._settings.training.strategy = "continue"
+    with session_scope(cycle._engine) as session:
+        interaction = interaction_repo.create_interaction(session=session, user_id="U1", source="t", question="Q?")
+        assert interaction.id is not None
+        interaction_repo.record_answer(
+            session=session, interaction_id=interaction.id, answer="A.", adapter_version="base", latency_ms=1
+        )
+        feedback_repo.create_correction(
+            session=session, interaction_id=interaction.id, author_id="U_REVIEWER", text="B.", approved=True
+        )
+        # The active adapter was trained after that correction: it already knows it.
+        adapter_repo.register_version(session=session, version="v0001", path=str(tmp_path / "v0001"), run_id=None)
+        adapter_repo.mark_active(session=session, version="v0001")
+    run_id = await cycle.start(trigger="api", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    with session_scope(cycle._engine) as session:
+        run = run_repo.get_run(session=session, run_id=run_id)
+    assert run is not None
+    assert run.status == RunStatus.skipped
+    assert run.error and "nothing new to continue" in run.error
