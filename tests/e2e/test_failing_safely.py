@@ -1,5 +1,6 @@
 """A tuning cycle that crashes fails safely: marked failed with the cause, the active adapter keeps
-serving throughout, and the next cycle starts cleanly. Real vLLM, real TRL worker, killed with SIGKILL.
+serving throughout, and the next cycle starts cleanly. Real vLLM, real TRL worker, killed with SIGKILL;
+a full disk is the kernel's own ENOSPC, from a dataset file that points at /dev/full.
 """
 
 from __future__ import annotations
@@ -30,7 +31,21 @@ def training_worker(spec_path: str) -> psutil.Process:
     raise AssertionError(f"no training worker for {spec_path}")
 
 
-def test_a_killed_training_run_is_marked_failed_and_serving_goes_on(service: RunningService) -> None:
+def finish(http: httpx.Client, run_id: int) -> dict[str, Any]:
+    run = run_state(http, run_id, wait=60)
+    while run["status"] in ("queued", "running"):
+        run = run_state(http, run_id, wait=60)
+    return run
+
+
+def assert_base_still_serves(http: httpx.Client) -> None:
+    assert http.get("/healthz").json()["active_adapter"] == "base"
+    answer = http.post("/api/ask", json={"question": "Who approves travel expenses?", "user": "U_EMPLOYEE"})
+    assert answer.status_code == 200
+    assert answer.json()["adapter_version"] == "base"
+
+
+def test_a_full_disk_and_a_killed_training_run_fail_safely(service: RunningService) -> None:
     with httpx.Client(base_url=service.url, timeout=120) as http:
         asked = http.post("/api/ask", json={"question": "Who approves travel expenses?", "user": "U_EMPLOYEE"})
         interaction_id = asked.json()["interaction_id"]
@@ -39,6 +54,20 @@ def test_a_killed_training_run_is_marked_failed_and_serving_goes_on(service: Run
             json={"user": "U_REVIEWER", "text": "Travel expenses are approved by Marta Kowalski."},
         ).raise_for_status()
 
+        # The disk is full when the first cycle writes its training data.
+        full_file = service.settings.runs_dir / "run-0001" / "sft.jsonl"
+        full_file.parent.mkdir(parents=True)
+        full_file.symlink_to("/dev/full")
+        full_id = http.post("/admin/train", json={"user": "U_ADMIN"}).json()["run_id"]
+        assert full_id == 1
+        run = finish(http, full_id)
+        assert run["status"] == "failed"
+        assert "No space left on device" in run["error"]
+        assert run["adapter_version"] is None
+        assert_base_still_serves(http)
+        full_file.unlink()  # space is freed
+
+        # The next cycle starts cleanly; its training worker is killed mid-way.
         run_id = http.post("/admin/train", json={"user": "U_ADMIN"}).json()["run_id"]
         run = run_state(http, run_id)
         # Follow the run (long polls) until the worker reports its first training step.
@@ -56,17 +85,11 @@ def test_a_killed_training_run_is_marked_failed_and_serving_goes_on(service: Run
         assert run["adapter_version"] is None
 
         # The active adapter kept serving throughout, and still does.
-        health = http.get("/healthz").json()
-        assert health["active_adapter"] == "base"
-        answer = http.post("/api/ask", json={"question": "Who approves travel expenses?", "user": "U_EMPLOYEE"})
-        assert answer.status_code == 200
-        assert answer.json()["adapter_version"] == "base"
+        assert_base_still_serves(http)
 
         # The next cycle starts cleanly and finishes.
         next_id = http.post("/admin/train", json={"user": "U_ADMIN"}).json()["run_id"]
         assert next_id == run_id + 1
-        finished = run_state(http, next_id, wait=60)
-        while finished["status"] in ("queued", "running"):
-            finished = run_state(http, next_id, wait=60)
+        finished = finish(http, next_id)
         assert finished["status"] in ("succeeded", "rejected"), finished
         assert finished["adapter_version"] == "v0001"
