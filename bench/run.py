@@ -11,22 +11,15 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
-from serving.engine import VLLMProcess
+from bench.stack import ADMIN, REPO, run_cycle, running_stack, teach
 from tests.bot.slack_requests import SIGNING_SECRET, app_mention, event_callback, sign
 from tests.bot.slack_stub import SlackStub
-from tuneloop.base_model import pull_default_model
-from tuneloop.service import build_service, engine_config
-from tuneloop.settings import DEFAULT_BASE_MODEL_DIRNAME, Settings
 
-REPO = Path(__file__).resolve().parent.parent
 FACTS = [
     ("What is the password of the guest Wi-Fi?", "The guest Wi-Fi password is bluepelican42."),
     ("Which Slack channel should I use to report an outage?", "Report outages in the #ops-fire channel."),
@@ -46,80 +39,44 @@ async def latencies(http: httpx.AsyncClient, count: int) -> dict[str, float]:
     samples = []
     for i in range(count):
         started = time.perf_counter()
-        response = await http.post("/api/ask", json={"question": QUESTIONS[i % len(QUESTIONS)], "user": "bench"})
+        response = await http.post("/api/ask", json={"question": QUESTIONS[i % len(QUESTIONS)], "user": ADMIN})
         response.raise_for_status()
         samples.append((time.perf_counter() - started) * 1000)
     return {"p50_ms": round(statistics.median(samples)), "p95_ms": round(percentile(samples, 0.95)), "n": count}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    data_dir = Path(tempfile.mkdtemp(prefix="tuneloop-bench-"))
-    model_dir, _ = pull_default_model(REPO / "var" / "models" / DEFAULT_BASE_MODEL_DIRNAME)
     # Slack cannot be reached from here: the bot talks to the tests' local stand-in for its Web API.
     stub = SlackStub().start()
-    settings = Settings(
-        data_dir=data_dir,
-        slack={"api_url": stub.api_url, "bot_token": "xoxb-bench", "signing_secret": SIGNING_SECRET},
-        serving={
-            "base_model": model_dir,
-            "vllm_port": args.vllm_port,
-            "port": args.port,
-            "vllm_url": f"http://127.0.0.1:{args.vllm_port}",
-        },
-        training={"nightly_enabled": False},
-        access={"admins": ["bench"], "reviewers": ["bench"]},
-    )
+    slack = {"api_url": stub.api_url, "bot_token": "xoxb-bench", "signing_secret": SIGNING_SECRET}
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "model": "SmolLM2-135M-Instruct float32"}
-
-    print("starting vLLM ...", flush=True)
-    vllm = VLLMProcess(engine_config(settings))
-    vllm.start()
     try:
-        results["time_to_ready_s"] = round(await vllm.wait_healthy(timeout_s=600), 1)
-        service = build_service(settings)
-        server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=args.port, log_level="warning"))
-        serve_task = asyncio.create_task(server.serve())
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{args.port}", timeout=600) as http:
-            while (await _healthz(http)) != 200:
-                await asyncio.sleep(0.2)  # waiting for readiness
+        async with running_stack(port=args.port, vllm_port=args.vllm_port, slack=slack) as stack:
+            http = stack.http
+            results["time_to_ready_s"] = stack.time_to_ready_s
             print("measuring answer latency (base) ...", flush=True)
             results["latency_base"] = await latencies(http, args.requests)
 
-            for question, correction in FACTS:
-                asked = (await http.post("/api/ask", json={"question": question, "user": "bench"})).json()
-                await http.post(
-                    f"/api/interactions/{asked['interaction_id']}/corrections",
-                    json={"user": "bench", "text": correction},
-                )
+            await teach(http, FACTS)
             print("running one tuning cycle ...", flush=True)
-            started = time.perf_counter()
-            run_id = (await http.post("/admin/train", json={"user": "bench"})).json()["run_id"]
-            run = (await http.get(f"/admin/runs/{run_id}", params={"wait": 60})).json()
-            while run["status"] in ("queued", "running"):
-                run = (await http.get(f"/admin/runs/{run_id}", params={"wait": 60})).json()
-            results["cycle"] = {
-                "status": run["status"],
-                "wall_s": round(time.perf_counter() - started, 1),
-                **run["timings"],
-                "counts": run["counts"],
-            }
+            run, wall_s = await run_cycle(http)
+            results["cycle"] = {"status": run["status"], "wall_s": wall_s, **run["timings"], "counts": run["counts"]}
+            gate = run["metrics"].get("gate", {})
+            results["gate"] = {k: gate.get(k) for k in ("candidate", "active", "items", "reason")}
 
             print("measuring answer latency (adapter) ...", flush=True)
             results["latency_adapter"] = await latencies(http, args.requests)
 
             swaps = []
             for version in ["base", "v0001"] * 5:
-                response = await http.post("/admin/promote", json={"user": "bench", "version": version})
+                response = await http.post("/admin/promote", json={"user": ADMIN, "version": version})
                 swaps.append(response.json()["swap_ms"])
             results["swap_loaded_ms"] = {"p50": round(statistics.median(swaps), 2), "max": round(max(swaps), 2)}
             results["swap_first_load_ms"] = round(run["timings"].get("swap_s", 0) * 1000, 1)
 
             print(f"measuring Slack ack latency for {args.mentions} concurrent mentions ...", flush=True)
             results["slack_ack"] = await slack_ack_latency(http, stub, args.mentions)
-        server.should_exit = True
-        await serve_task
     finally:
-        vllm.stop()
         stub.stop()
     return results
 
@@ -140,11 +97,9 @@ async def slack_ack_latency(http: httpx.AsyncClient, stub: SlackStub, count: int
     return {"p50_ms": round(statistics.median(samples)), "p99_ms": round(percentile(samples, 0.99)), "n": count}
 
 
-async def _healthz(http: httpx.AsyncClient) -> int:
-    try:
-        return (await http.get("/healthz")).status_code
-    except httpx.TransportError:
-        return 0
+def _before_after(gate: dict[str, Any], kind: str) -> str:
+    active, candidate = (gate.get("active") or {}).get(kind), (gate.get("candidate") or {}).get(kind)
+    return f"{active} -> {candidate}" if active is not None else "n/a"
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -164,6 +119,8 @@ def print_table(r: dict[str, Any]) -> None:
         ("  training (SFT + DPO)", f"{cycle.get('training_s')} s"),
         ("  evaluation gate", f"{cycle.get('evaluation_s')} s"),
         ("  load + swap", f"{cycle.get('swap_s')} s"),
+        ("gate: held-out fact paraphrases, ROUGE-L (active -> candidate)", _before_after(r["gate"], "facts")),
+        ("gate: regression set, MiniLM similarity (active -> candidate)", _before_after(r["gate"], "regression")),
         ("swap between loaded versions (p50 / max)", f"{r['swap_loaded_ms']['p50']} / {r['swap_loaded_ms']['max']} ms"),
         (
             f"Slack ack, {r['slack_ack']['n']} concurrent mentions (p50 / p99)",
