@@ -1,4 +1,4 @@
-"""Hygiene in the cycle: the nightly minimum of new examples, and the dataset hash in the run record.
+"""Data in the cycle: the nightly minimum, the dataset hash, held-out groups and the `continue` strategy.
 
 No vLLM and no training here: paraphrasing is replaced by a no-op, and training by a stand-in that stops
 the run once the dataset files are written.
@@ -17,13 +17,15 @@ from sqlmodel import select
 
 from serving.client import InferenceClient
 from serving.registry import AdapterRegistry
+from store import adapters as adapter_repo
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store import runs as run_repo
 from store.db import make_engine, migrate, session_scope
 from store.models import Correction, RunStatus, TrainingRun
 from tests.conftest import free_port, make_settings
-from training.datasets import Datasets
+from training.datasets import Datasets, read_jsonl
+from training.trainer import TrainSpec
 from tuneloop.cycle import TuningCycle
 
 
@@ -138,3 +140,42 @@ async def test_a_manual_cycle_ignores_the_minimum_and_records_the_dataset_hash(c
     again = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
     await cycle.wait()
     assert stored(cycle, again).counts["dataset_sha256"] == run.counts["dataset_sha256"]
+
+
+def trained_questions(cycle: TuningCycle, run_id: int) -> set[str]:
+    rows = read_jsonl(cycle._settings.runs_dir / f"run-{run_id:04d}" / "sft.jsonl")
+    return {row["prompt"][-1]["content"] for row in rows}
+
+
+async def test_held_out_groups_never_reach_the_training_files(cycle: TuningCycle) -> None:
+    cycle._settings.training.gate_heldout_groups = 0.5
+    questions = {"Who approves travel?", "Where is the Berlin office?", "When is payroll?", "What is the wiki?"}
+    teach(cycle, *sorted(questions))
+    run_id = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    assert len(trained_questions(cycle, run_id)) == 2  # half of the four groups, whole
+    assert trained_questions(cycle, run_id) < questions
+
+
+async def test_continue_trains_the_active_adapter_on_what_came_after_it(
+    cycle: TuningCycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cycle._settings.training.strategy = "continue"
+    teach(cycle, "Q one?", "Q two?")
+    made_by = a_trained_run_before_now(cycle)  # trained on Q one and Q two
+    with session_scope(cycle._engine) as session:
+        adapter_repo.register_version(session=session, version="v0001", path="/adapters/v0001", run_id=made_by)
+        adapter_repo.mark_active(session=session, version="v0001")
+    teach(cycle, "Q three?")
+    specs: list[TrainSpec] = []
+
+    async def capture(spec: TrainSpec, **kwargs: Any) -> dict[str, Any]:
+        specs.append(spec)
+        raise TrainingReached("the stand-in trainer stops the run here")
+
+    monkeypatch.setattr("tuneloop.cycle.train_in_subprocess", capture)
+    run_id = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    assert [s.init_adapter for s in specs] == ["/adapters/v0001"]
+    assert trained_questions(cycle, run_id) == {"Q three?"}
+    assert stored(cycle, run_id).counts["strategy"] == "continue"
