@@ -27,6 +27,7 @@ from typing import Any
 from training.datasets import Datasets, Message, prompt_messages
 
 REGRESSION_SET = Path(__file__).parent / "data" / "regression.jsonl"
+SAMPLES = 10  # answers kept in the report, those whose score changed most
 # (model name, messages) -> answer; bound by the composition root to the running vLLM.
 Ask = Callable[[str, list[Message]], Awaitable[str]]
 
@@ -52,7 +53,7 @@ class GateReport:
     items: dict[str, int]
     promote: bool
     reason: str
-    samples: list[dict[str, str]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,21 +174,33 @@ async def run_gate(
     candidate_answers = await asyncio.gather(*(answer(candidate_model, item) for item in items))
     active_answers = await asyncio.gather(*(answer(active_model, item) for item in items))
 
-    async def mean_by_kind(answers: list[str]) -> dict[str, float]:
-        # Embedding is CPU work: off the event loop, which keeps serving Slack and the API meanwhile.
-        scores = await asyncio.to_thread(score, items, answers)
-        by_kind: dict[str, list[float]] = {}
-        for item, value in zip(items, scores, strict=True):
-            by_kind.setdefault(item.kind, []).append(value)
-        if "heldout" in by_kind:
-            by_kind["all_facts"] = by_kind.get("facts", []) + by_kind["heldout"]
-        return {kind: round(statistics.fmean(values), 4) for kind, values in by_kind.items()}
-
-    candidate, active = await mean_by_kind(candidate_answers), await mean_by_kind(active_answers)
+    # Embedding is CPU work: off the event loop, which keeps serving Slack and the API meanwhile.
+    candidate_scores = await asyncio.to_thread(score, items, candidate_answers)
+    active_scores = await asyncio.to_thread(score, items, active_answers)
+    candidate, active = mean_by_kind(items, candidate_scores), mean_by_kind(items, active_scores)
     promote, reason = decide(candidate, active, thresholds)
     counts = {kind: sum(1 for i in items if i.kind == kind) for kind in candidate if kind != "all_facts"}
+    rows = zip(items, candidate_answers, active_answers, candidate_scores, active_scores, strict=True)
+    # The answers that changed most say why better than the first few would.
+    changed = sorted(rows, key=lambda row: abs(row[3] - row[4]), reverse=True)[:SAMPLES]
     samples = [
-        {"kind": i.kind, "question": i.question, "candidate": c, "active": a}
-        for i, c, a in list(zip(items, candidate_answers, active_answers, strict=True))[:10]
+        {
+            "kind": i.kind,
+            "question": i.question,
+            "candidate": c,
+            "active": a,
+            "candidate_score": round(cs, 3),
+            "active_score": round(as_, 3),
+        }
+        for i, c, a, cs, as_ in changed
     ]
     return GateReport(candidate=candidate, active=active, items=counts, promote=promote, reason=reason, samples=samples)
+
+
+def mean_by_kind(items: list[EvalItem], scores: list[float]) -> dict[str, float]:
+    by_kind: dict[str, list[float]] = {}
+    for item, value in zip(items, scores, strict=True):
+        by_kind.setdefault(item.kind, []).append(value)
+    if "heldout" in by_kind:
+        by_kind["all_facts"] = by_kind.get("facts", []) + by_kind["heldout"]
+    return {kind: round(statistics.fmean(values), 4) for kind, values in by_kind.items()}

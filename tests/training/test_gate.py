@@ -142,6 +142,9 @@ async def test_run_gate_rejects_nonsense_taught_for_general_questions() -> None:
     assert report.promote is False
     assert report.reason.startswith("regression")
     assert report.candidate["regression"] < report.active["regression"] - T.regression_tolerance
+    # The record leads with the answers that changed most: here, the two poisoned ones.
+    assert {sample["question"] for sample in report.samples[:2]} == set(poisoned)
+    assert all(sample["candidate_score"] < sample["active_score"] for sample in report.samples[:2])
 
 
 def test_held_out_groups_leave_training_whole() -> None:
