@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tuneloop-installed
 MODEL  := var/models/SmolLM2-135M-Instruct/.tuneloop-complete
 PYTEST_ARGS ?=
 
-.PHONY: up test install model lint bench clean
+.PHONY: up test install model lint bench bench-strategies clean
 
 up: model  ## install, materialise the base model, run the service on 127.0.0.1:8000
 	$(BIN)/tuneloop serve
@@ -35,6 +35,9 @@ lint: $(STAMP)
 
 bench: model
 	$(BIN)/python -m bench.run
+
+bench-strategies: model  ## from-base vs continued training (about 30 minutes on 2 cores)
+	$(BIN)/python -m bench.strategies
 
 clean:
 	rm -rf $(VENV) var
