@@ -9,22 +9,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
+from store.db import insert_unless_present
 from store.models import Lock, utcnow
 
 
 def try_acquire(*, session: Session, name: str, holder: str, ttl_s: float) -> bool:
     stale = utcnow() - timedelta(seconds=ttl_s)
     session.exec(delete(Lock).where(col(Lock.name) == name, col(Lock.heartbeat_at) < stale))
-    session.add(Lock(name=name, holder=holder))
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        return False
-    return True
+    return insert_unless_present(session=session, row=Lock(name=name, holder=holder))
 
 
 def refresh(*, session: Session, name: str, holder: str) -> bool:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from store.db import insert_unless_present
 from store.models import ProcessedEvent
 
 
 def claim_event(*, session: Session, key: str) -> bool:
     """True for the first caller with `key`; False for every later one (a redelivery or a twin event)."""
-    session.add(ProcessedEvent(key=key))
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        return False
-    return True
+    return insert_unless_present(session=session, row=ProcessedEvent(key=key))
 
 
 def prune_events(*, session: Session, before_s: int) -> int:
