@@ -52,6 +52,12 @@ class Example:
     # When the feedback that made this example was given (review time or latest vote); None for anchors.
     feedback_at: datetime | None = None
 
+    def is_new(self, *, since: datetime | None) -> bool:
+        """A taught example (not an anchor) whose feedback is newer than `since` (any, when None)."""
+        if self.anchor or self.feedback_at is None:
+            return False
+        return since is None or as_utc(self.feedback_at) > as_utc(since)
+
 
 @dataclass(kw_only=True)
 class Preference:
@@ -88,19 +94,11 @@ class Datasets:
 
     def new_examples(self, *, since: datetime | None) -> int:
         """Taught examples (not anchors) whose feedback is newer than `since` (all of them when None)."""
-        return sum(
-            1
-            for e in self.examples
-            if not e.anchor and e.feedback_at is not None and (since is None or as_utc(e.feedback_at) > as_utc(since))
-        )
+        return sum(1 for e in self.examples if e.is_new(since=since))
 
     def keep_new(self, *, since: datetime) -> None:
         """Drop taught examples (and their preferences) from before `since`; anchors stay, against forgetting."""
-        self.examples = [
-            e
-            for e in self.examples
-            if e.anchor or (e.feedback_at is not None and as_utc(e.feedback_at) > as_utc(since))
-        ]
+        self.examples = [e for e in self.examples if e.anchor or e.is_new(since=since)]
         taught = {q for e in self.examples if not e.anchor for q in e.questions}
         self.preferences = [p for p in self.preferences if p.question in taught]
 

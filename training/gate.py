@@ -91,12 +91,10 @@ def semantic_similarity(answers: list[str], references: list[str]) -> list[float
 
 def score(items: list[EvalItem], answers: list[str]) -> list[float]:
     """Each answer's score against its item's reference: facts by ROUGE-L, general answers by meaning."""
-    scores = [rouge_l(text, item.reference) for item, text in zip(items, answers, strict=True)]
     general = [i for i, item in enumerate(items) if item.kind == "regression"]
     similar = semantic_similarity([answers[i] for i in general], [items[i].reference for i in general])
-    for i, similarity in zip(general, similar, strict=True):
-        scores[i] = similarity
-    return scores
+    by_meaning = dict(zip(general, similar, strict=True))
+    return [by_meaning[i] if i in by_meaning else rouge_l(answers[i], item.reference) for i, item in enumerate(items)]
 
 
 def load_regression_set(path: Path = REGRESSION_SET) -> list[EvalItem]:
