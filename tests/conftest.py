@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from sqlmodel import Session
 
 from serving.engine import EngineConfig, VLLMProcess
+from store import runs as run_repo
+from store.models import RunStatus
 from tuneloop.base_model import pull_default_model
 from tuneloop.service import Service, build_service
 from tuneloop.settings import DEFAULT_BASE_MODEL_DIRNAME, Settings
@@ -83,6 +86,15 @@ def adapter_dirs(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         peft_model.save_pretrained(folder)
         folders.append(folder)
     return folders
+
+
+def record_succeeded_run(session: Session) -> int:
+    """A nightly run that trained, finished now: what came before it is no longer new."""
+    run = run_repo.create_run(session=session, trigger="nightly", triggered_by=None)
+    assert run.id is not None
+    run_repo.update_run(session=session, run_id=run.id, status=RunStatus.running)
+    run_repo.update_run(session=session, run_id=run.id, status=RunStatus.succeeded)
+    return run.id
 
 
 def make_settings(tmp_path: Path, *, base_model_dir: Path, vllm_url: str, **overrides: object) -> Settings:

@@ -23,7 +23,7 @@ from store import interactions as interaction_repo
 from store import runs as run_repo
 from store.db import make_engine, migrate, session_scope
 from store.models import Correction, RunStatus, TrainingRun
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, record_succeeded_run
 from training.datasets import Datasets, read_jsonl
 from training.trainer import TrainSpec
 from tuneloop.cycle import TuningCycle
@@ -81,11 +81,7 @@ def a_trained_run_before_now(cycle: TuningCycle) -> int:
             correction.reviewed_at = datetime.now(UTC) - timedelta(days=1)
             session.add(correction)
         session.commit()
-        run = run_repo.create_run(session=session, trigger="nightly", triggered_by=None)
-        assert run.id is not None
-        run_repo.update_run(session=session, run_id=run.id, status=RunStatus.running)
-        run_repo.update_run(session=session, run_id=run.id, status=RunStatus.succeeded)
-        return run.id
+        return record_succeeded_run(session)
 
 
 def stored(cycle: TuningCycle, run_id: int) -> TrainingRun:

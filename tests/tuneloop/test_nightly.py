@@ -22,7 +22,7 @@ from store import interactions as interaction_repo
 from store import runs as run_repo
 from store.db import make_engine, migrate, session_scope
 from store.models import Feedback, RunStatus
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, record_succeeded_run
 from tuneloop.cycle import TuningCycle
 from tuneloop.scheduler import NIGHTLY_JOB_ID, build_scheduler
 
@@ -88,10 +88,7 @@ async def test_feedback_older_than_the_last_trained_run_does_not_count(cycle: Tu
             vote.updated_at = datetime.now(UTC) - timedelta(days=1)
             session.add(vote)
         session.commit()
-        run = run_repo.create_run(session=session, trigger="nightly", triggered_by=None)
-        assert run.id is not None
-        run_repo.update_run(session=session, run_id=run.id, status=RunStatus.running)
-        run_repo.update_run(session=session, run_id=run.id, status=RunStatus.succeeded)
+        record_succeeded_run(session)
     assert await cycle.run_nightly() is None
     assert runs(cycle) == ["succeeded"]
 
