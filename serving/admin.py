@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
-from serving.access import AccessPolicy
+from serving.access import AccessPolicy, Role
 from serving.errors import Forbidden, TuneloopError
 from serving.registry import AdapterRegistry, ServedAdapter
 from store import adapters as adapter_repo
@@ -68,7 +68,7 @@ class AdminService:
             "loaded_adapters": self._registry.loaded_versions,
             "last_run": run_to_json(runs[0]) if runs else None,
             "new_feedback_since_last_training": new_feedback,
-            "access": "open" if self._access.open_mode else "restricted",
+            "access": self._access.mode,
         }
 
     async def _audited(
@@ -78,7 +78,7 @@ class AdminService:
             self._audit(user_id, source, action, target, "refused", {"reason": "not an admin"})
             raise Forbidden(
                 f"{action} needs an admin; {user_id} is not one",
-                hint="Ask an admin, or add the id to TUNELOOP_ACCESS__ADMINS.",
+                hint=self._access.refusal_hint(Role.admin),
             )
         try:
             result = await call()

@@ -6,7 +6,9 @@ TuneloopError
  ├── InvalidQuestion        empty, or over the size limit
  ├── NotFound               an interaction, correction, version or run id that does not exist
  ├── Conflict               a state that forbids the action (a correction already reviewed, a cycle running)
- └── Forbidden              the user lacks the role the action needs
+ ├── Unauthenticated        no credential, or one that is unknown or revoked
+ ├── Forbidden              the user lacks the role the action needs
+ └── TooLarge               a request body over the size limit
 """
 
 from __future__ import annotations
@@ -52,3 +54,13 @@ class Conflict(TuneloopError):
 class Forbidden(TuneloopError):
     status_code = 403
     code = "forbidden"
+
+
+class Unauthenticated(TuneloopError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class TooLarge(TuneloopError):
+    status_code = 413
+    code = "too_large"

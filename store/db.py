@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -50,6 +51,28 @@ def migrate(url: str) -> None:
     if url.startswith("sqlite"):
         _ensure_sqlite_folder(url)
     command.upgrade(alembic_config(url), "head")
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _without_nul(item) for key, item in value.items()}
+    return value
+
+
+@event.listens_for(Session, "before_flush")
+def _replace_nul_characters(session: Session, _context: object, _instances: object) -> None:
+    # PostgreSQL refuses NUL in text and JSON ("cannot contain NUL (0x00) characters"); SQLite keeps it.
+    # One rule for both backends, in one place: NUL becomes U+FFFD, and nothing else changes.
+    for row in [*session.new, *session.dirty]:
+        for name, value in vars(row).items():
+            if not name.startswith("_") and value is not None:
+                cleaned = _without_nul(value)
+                if cleaned != value:
+                    setattr(row, name, cleaned)
 
 
 @contextmanager

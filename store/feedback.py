@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from store.models import Correction, CorrectionStatus, Feedback, Interaction, utcnow
+from store.pages import Page, newest_first
 
 
 def record_vote(*, session: Session, interaction_id: int, user_id: str, vote: int) -> Feedback:
@@ -93,6 +94,27 @@ def list_corrections(*, session: Session, status: str | None = None) -> list[Cor
     statement = select(Correction).order_by(col(Correction.id))
     if status is not None:
         statement = statement.where(Correction.status == status)
+    return list(session.exec(statement).all())
+
+
+def page_corrections(
+    *,
+    session: Session,
+    limit: int,
+    before: int | None = None,
+    status: str | None = None,
+    interaction_id: int | None = None,
+) -> Page[Correction]:
+    statement = select(Correction)
+    if status is not None:
+        statement = statement.where(Correction.status == status)
+    if interaction_id is not None:
+        statement = statement.where(Correction.interaction_id == interaction_id)
+    return newest_first(session=session, statement=statement, id_column=Correction.id, limit=limit, before=before)
+
+
+def votes_of(*, session: Session, interaction_id: int) -> list[Feedback]:
+    statement = select(Feedback).where(Feedback.interaction_id == interaction_id).order_by(col(Feedback.id))
     return list(session.exec(statement).all())
 
 

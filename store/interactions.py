@@ -7,6 +7,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from store.models import Interaction, InteractionStatus
+from store.pages import Page, newest_first
 
 
 def create_interaction(
@@ -80,6 +81,15 @@ def find_by_message(*, session: Session, channel: str, message_ts: str) -> Inter
 def list_interactions(*, session: Session, limit: int = 50) -> list[Interaction]:
     statement = select(Interaction).order_by(col(Interaction.id).desc()).limit(limit)
     return list(session.exec(statement).all())
+
+
+def page_interactions(
+    *, session: Session, limit: int, before: int | None = None, user_id: str | None = None
+) -> Page[Interaction]:
+    statement = select(Interaction)
+    if user_id is not None:
+        statement = statement.where(Interaction.user_id == user_id)
+    return newest_first(session=session, statement=statement, id_column=Interaction.id, limit=limit, before=before)
 
 
 def list_answered(*, session: Session) -> list[Interaction]:

@@ -139,3 +139,18 @@ class Lock(SQLModel, table=True):
     holder: str = Field(max_length=128)  # host:pid:random, so a restarted process is a new holder
     acquired_at: datetime = Field(default_factory=utcnow)
     heartbeat_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """A user's API credential. Only its SHA-256 is kept: the token itself is shown once, at creation."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True, max_length=128)
+    # Tokens are 256 random bits, so a fast hash is enough (no salt or slow KDF needed against guessing).
+    token_sha256: str = Field(unique=True, max_length=64)
+    # The first characters, so that a listing tells tokens apart without revealing them.
+    prefix: str = Field(max_length=16)
+    label: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = Field(default=None, index=True)

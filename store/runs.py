@@ -7,6 +7,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from store.models import RunStatus, TrainingRun, utcnow
+from store.pages import Page, newest_first
 
 
 def create_run(*, session: Session, trigger: str, triggered_by: str | None) -> TrainingRun:
@@ -23,6 +24,10 @@ def get_run(*, session: Session, run_id: int) -> TrainingRun | None:
 
 def list_runs(*, session: Session, limit: int = 20) -> list[TrainingRun]:
     return list(session.exec(select(TrainingRun).order_by(col(TrainingRun.id).desc()).limit(limit)).all())
+
+
+def page_runs(*, session: Session, limit: int, before: int | None = None) -> Page[TrainingRun]:
+    return newest_first(session=session, statement=select(TrainingRun), id_column=TrainingRun.id, limit=limit, before=before)
 
 
 def update_run(*, session: Session, run_id: int, **changes: Any) -> TrainingRun:

@@ -12,12 +12,13 @@ from fastapi import FastAPI
 from slack_bolt.async_app import AsyncApp
 
 from bot.app import attach_slack, build_slack_app, start_socket_mode
-from serving.access import AccessPolicy
+from serving.access import AccessPolicy, is_loopback
 from serving.admin import AdminService
 from serving.answers import AnswerService, AnswerSettings
 from serving.api.deps import Services
 from serving.app import build_api
 from serving.client import InferenceClient
+from serving.credentials import Authenticator
 from serving.engine import EngineConfig, VLLMProcess
 from serving.errors import TuneloopError
 from serving.feedback import FeedbackService
@@ -57,6 +58,19 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+def access_policy(settings: Settings) -> AccessPolicy:
+    """Roles from the settings; the laptop opt-in opens admin actions only on a loopback listener."""
+    open_mode = settings.access.open_on_loopback and not settings.access.admins
+    if open_mode and not is_loopback(settings.serving.host):
+        log.error(
+            "access.open_refused host=%s: open_on_loopback is ignored on a non-loopback address", settings.serving.host
+        )
+        open_mode = False
+    return AccessPolicy(
+        reviewers=frozenset(settings.access.reviewers), admins=frozenset(settings.access.admins), open_mode=open_mode
+    )
+
+
 def build_service(settings: Settings) -> Service:
     migrate(settings.store_url)
     engine = make_engine(settings.store_url)
@@ -67,7 +81,7 @@ def build_service(settings: Settings) -> Service:
         base_model_name=settings.serving.served_model_name,
         prefix=settings.serving.adapter_prefix,
     )
-    access = AccessPolicy(reviewers=frozenset(settings.access.reviewers), admins=frozenset(settings.access.admins))
+    access = access_policy(settings)
     cycle = TuningCycle(settings=settings, engine=engine, client=client, registry=registry)
     answers = AnswerService(
         engine=engine,
@@ -88,11 +102,13 @@ def build_service(settings: Settings) -> Service:
         answers=answers,
         feedback=FeedbackService(engine=engine, access=access),
         admin=AdminService(engine=engine, registry=registry, access=access, launcher=cycle),
+        access=access,
+        authenticator=Authenticator(engine=engine, access=access),
         export_datasets=cycle.export,
         info={
             "store": engine.url.render_as_string(hide_password=True),
             "base_model": str(settings.base_model_dir),
-            "access": "open" if access.open_mode else "restricted",
+            "access": access.mode,
             "nightly": settings.training.nightly_cron if settings.training.nightly_enabled else "off",
         },
     )
@@ -102,8 +118,10 @@ def build_service(settings: Settings) -> Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if access.open_mode:
-            log.warning("access.open_mode: no admins configured, every user may retrain, promote and roll back")
+        if access.mode == "open":
+            log.warning("access.open_mode: no admins configured, every signed-in user may retrain and promote")
+        elif access.mode == "no admins":
+            log.warning("access.no_admins: admin actions are refused until TUNELOOP_ACCESS__ADMINS names someone")
         cycle.fail_interrupted_runs()
         scheduler = build_scheduler(cycle=cycle, crontab=settings.training.nightly_cron)
         if settings.training.nightly_enabled:

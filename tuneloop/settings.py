@@ -38,7 +38,10 @@ class ServingSettings(BaseModel):
     max_loras: int = Field(default=3, description="Active, previous (instant rollback) and a candidate.")
     startup_timeout_s: float = 600.0
     request_timeout_s: float = 120.0
-    max_question_chars: int = 4000
+    max_question_chars: int = Field(default=4000, ge=1, le=100_000)
+    max_context_turns: int = Field(default=50, ge=0, description="Earlier turns accepted with a question.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies are refused (413).")
+    max_completion_choices: int = Field(default=4, ge=1, description="The most `n` /v1/chat/completions accepts.")
     max_answer_tokens: int = 200
     temperature: float = 0.0
     system_prompt: str = "You are a helpful assistant for the employees of this company. Answer briefly."
@@ -97,6 +100,11 @@ class TrainingSettings(BaseModel):
 class AccessSettings(BaseModel):
     reviewers: list[str] = Field(default_factory=list, description="User ids whose corrections need no review.")
     admins: list[str] = Field(default_factory=list, description="User ids allowed to retrain/promote/roll back.")
+    open_on_loopback: bool = Field(
+        default=False,
+        description="Laptop opt-in: with no admins configured, every signed-in user administers. Honoured only "
+        "while the service listens on a loopback address; credentials are still required.",
+    )
 
 
 class SlackSettings(BaseModel):
@@ -104,6 +112,9 @@ class SlackSettings(BaseModel):
     bot_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
     app_token: SecretStr | None = None
+    admin_channel: str | None = Field(
+        default=None, description="Channel id where promotions, rejections and failed cycles are posted."
+    )
 
 
 class Settings(BaseSettings):

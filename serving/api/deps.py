@@ -10,9 +10,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from serving.access import AccessPolicy
 from serving.admin import AdminService
 from serving.answers import AnswerService
 from serving.client import InferenceClient
+from serving.credentials import Authenticator
 from serving.feedback import FeedbackService
 from serving.registry import AdapterRegistry
 
@@ -27,6 +29,8 @@ class Services:
     answers: AnswerService
     feedback: FeedbackService
     admin: AdminService
+    access: AccessPolicy
+    authenticator: Authenticator
     export_datasets: DatasetExporter | None = None
     info: dict[str, Any] = field(default_factory=dict)
     # Set once vLLM is healthy and the active adapter is loaded; /healthz reports 503 before.

@@ -1,0 +1,61 @@
+"""Route dependencies for identity and roles: decided once, at the edge, and passed inward as a Principal.
+
+Nothing reads a user id from a request body: the bearer token is the identity. A refusal for a missing
+role is audited before the 403 goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from serving.access import Principal, Role
+from serving.api.deps import ServicesDep
+from serving.errors import Forbidden
+from store import audit as audit_repo
+from store.db import session_scope
+
+log = logging.getLogger(__name__)
+API_SOURCE = "api"
+
+
+async def authenticated(request: Request, services: ServicesDep) -> Principal:
+    principal = await services.authenticator.from_bearer(request.headers.get("authorization"))
+    request.state.principal = principal  # for the access log and error handlers
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(authenticated)]
+
+
+def requires(role: Role, *, action: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets `role` (or higher) through and audits everyone else's refusal."""
+
+    async def check(principal: CurrentUser, services: ServicesDep) -> Principal:
+        if principal.role >= role:
+            return principal
+        await asyncio.to_thread(_audit_refusal, services.engine, principal, action, role)
+        raise Forbidden(
+            f"{action} needs the {role.name} role; {principal.user_id} is {principal.role.name}",
+            hint=services.authenticator.access.refusal_hint(role),
+        )
+
+    return check
+
+
+def _audit_refusal(engine: Engine, principal: Principal, action: str, needed: Role) -> None:
+    with session_scope(engine) as session:
+        audit_repo.record_audit(
+            session=session,
+            actor=principal.user_id,
+            source=API_SOURCE,
+            action=action,
+            outcome="refused",
+            detail={"reason": f"needs {needed.name}", "role": principal.role.name},
+        )
+    log.info("audit action=%s actor=%s outcome=refused needed=%s", action, principal.user_id, needed.name)
