@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from serving.api.admin.protocol import AdapterVersionPublic, RunPublic, StatusResponse
+
 Block = dict[str, Any]
 
 SECTION_CHARS = 3000
@@ -196,7 +198,7 @@ def home_view(
     is_reviewer: bool,
     is_admin: bool,
     pending: Sequence[PendingCorrection],
-    versions: Sequence[dict[str, Any]],
+    versions: Sequence[AdapterVersionPublic],
     notice: str | None = None,
 ) -> Block:
     blocks: list[Block] = [
@@ -284,46 +286,46 @@ def _metrics(metrics: dict[str, Any]) -> str:
     return ", ".join(shown[:6]) if shown else "no metrics"
 
 
-def version_line(version: dict[str, Any]) -> str:
-    marker = ":white_check_mark: *active*" if version.get("active") else version.get("status", "")
-    return f"`{version['version']}` {marker} · {_metrics(version.get('metrics') or {})}"
+def version_line(version: AdapterVersionPublic) -> str:
+    marker = ":white_check_mark: *active*" if version.active else version.status
+    return f"`{version.version}` {marker} · {_metrics(version.metrics)}"
 
 
-def adapters_text(versions: Sequence[dict[str, Any]]) -> str:
+def adapters_text(versions: Sequence[AdapterVersionPublic]) -> str:
     if not versions:
         return "No adapter versions yet."
     return "*Adapter versions*\n" + "\n".join(f"• {version_line(v)}" for v in versions)
 
 
-def run_line(run: dict[str, Any] | None) -> str:
+def run_line(run: RunPublic | None) -> str:
     if run is None:
         return "no run yet"
-    text = f"run {run['id']} *{run['status']}*"
-    if run.get("adapter_version"):
-        text += f", adapter `{run['adapter_version']}`"
-    if run.get("error"):
-        text += f": {escape(str(run['error']))[:500]}"
+    text = f"run {run.id} *{run.status}*"
+    if run.adapter_version:
+        text += f", adapter `{run.adapter_version}`"
+    if run.error:
+        text += f": {escape(run.error)[:500]}"
     return text
 
 
-def status_text(status: dict[str, Any]) -> str:
+def status_text(status: StatusResponse) -> str:
     return "\n".join(
         [
-            f"*Active adapter:* `{status['active_adapter']}`",
-            f"*Last run:* {run_line(status.get('last_run'))}",
-            f"*New feedback since the last training:* {status['new_feedback_since_last_training']}",
+            f"*Active adapter:* `{status.active_adapter}`",
+            f"*Last run:* {run_line(status.last_run)}",
+            f"*New feedback since the last training:* {status.new_feedback_since_last_training}",
         ]
     )
 
 
-def run_result_text(run: dict[str, Any]) -> str:
+def run_result_text(run: RunPublic) -> str:
     head = {
         "succeeded": ":white_check_mark:",
         "failed": ":x:",
         "skipped": ":fast_forward:",
         "rejected": ":no_entry:",
-    }.get(run["status"], "")
+    }.get(run.status, "")
     text = f"{head} Tuning {run_line(run)}".strip()
-    if run.get("metrics"):
-        text += f"\nMetrics: {_metrics(run['metrics'])}"
+    if run.metrics:
+        text += f"\nMetrics: {_metrics(run.metrics)}"
     return text

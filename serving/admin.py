@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
 from serving.access import AccessPolicy, Role
-from serving.errors import Forbidden, TuneloopError
+from serving.api.admin.protocol import AdapterVersionPublic, RunPublic, StatusResponse
+from serving.errors import Forbidden, NotFound, TuneloopError
 from serving.registry import AdapterRegistry, ServedAdapter
 from store import adapters as adapter_repo
 from store import audit as audit_repo
@@ -20,6 +23,7 @@ from store.models import AdapterVersion, TrainingRun
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RUN_POLL_S = 0.25
 
 
 class CycleLauncher(Protocol):
@@ -51,25 +55,45 @@ class AdminService:
             user_id, source, "retrain", None, lambda: launcher.start(trigger=source, user_id=user_id, force=True)
         )
 
-    def versions(self) -> list[dict[str, Any]]:
+    def versions(self) -> list[AdapterVersionPublic]:
         with session_scope(self._engine) as session:
             rows = adapter_repo.list_versions(session=session)
         active = self._registry.active.version
-        return [version_to_json(row, active=row.version == active) for row in rows]
+        return [AdapterVersionPublic.from_row(row, active=row.version == active) for row in rows]
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusResponse:
         with session_scope(self._engine) as session:
             runs = run_repo.list_runs(session=session, limit=1)
             last_trained = run_repo.last_finished_run(session=session)
             since = last_trained.started_at if last_trained else None
             new_feedback = feedback_repo.count_new_feedback(session=session, since=since)
-        return {
-            "active_adapter": self._registry.active.version,
-            "loaded_adapters": self._registry.loaded_versions,
-            "last_run": run_to_json(runs[0]) if runs else None,
-            "new_feedback_since_last_training": new_feedback,
-            "access": self._access.mode,
-        }
+        return StatusResponse(
+            active_adapter=self._registry.active.version,
+            loaded_adapters=self._registry.loaded_versions,
+            last_run=RunPublic.from_row(runs[0]) if runs else None,
+            new_feedback_since_last_training=new_feedback,
+            access=self._access.mode,
+        )
+
+    def run(self, run_id: int) -> RunPublic:
+        with session_scope(self._engine) as session:
+            run = run_repo.get_run(session=session, run_id=run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} does not exist", hint="List runs with `tuneloop runs`.")
+        return RunPublic.from_row(run)
+
+    async def wait_for_run(self, run_id: int, *, timeout_s: float | None, poll_s: float = RUN_POLL_S) -> RunPublic:
+        """The run once it has finished, or as it stands after `timeout_s` (None: no limit).
+
+        The one wait loop for the API's long poll and the bot. It polls the store because the cycle may run
+        in another process on the same database.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            run = await asyncio.to_thread(self.run, run_id)
+            if run.finished or (deadline is not None and time.monotonic() >= deadline):
+                return run
+            await asyncio.sleep(poll_s)  # the polling interval of a store read, not synchronisation
 
     async def _audited(
         self, user_id: str, source: str, action: str, target: str | None, call: Callable[[], Awaitable[T]]
@@ -110,31 +134,8 @@ class AdminService:
 
 
 def version_to_json(row: AdapterVersion, *, active: bool) -> dict[str, Any]:
-    return {
-        "version": row.version,
-        "status": row.status,
-        "active": active,
-        "run_id": row.run_id,
-        "metrics": row.metrics,
-        "created_at": row.created_at.isoformat(),
-        "promoted_at": row.promoted_at.isoformat() if row.promoted_at else None,
-    }
+    return AdapterVersionPublic.from_row(row, active=active).model_dump(mode="json")
 
 
 def run_to_json(run: TrainingRun) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "status": run.status,
-        "stage": run.stage,
-        "trigger": run.trigger,
-        "triggered_by": run.triggered_by,
-        "progress": run.progress,
-        "counts": run.counts,
-        "metrics": run.metrics,
-        "timings": run.timings,
-        "adapter_version": run.adapter_version,
-        "error": run.error,
-        "created_at": run.created_at.isoformat(),
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-    }
+    return RunPublic.from_row(run).model_dump(mode="json")

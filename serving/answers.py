@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # Keep the prompt inside the model's window: the newest turns of a thread matter most.
 MAX_CONTEXT_CHARS = 4000
+MAX_CONTEXT_TURNS_STORED = 50
 
 
 @dataclass(kw_only=True)
@@ -79,8 +80,12 @@ class AnswerService:
                 session=session,
                 user_id=question.user_id,
                 source=question.source,
-                question=question.text,
-                context=[dict(turn) for turn in question.context or []],
+                # Bounded before it is stored: an oversized question is refused, and kept only up to the limit.
+                question=question.text[: self._settings.max_question_chars],
+                context=[
+                    {"role": turn["role"], "content": turn["content"][: self._settings.max_question_chars]}
+                    for turn in (question.context or [])[-MAX_CONTEXT_TURNS_STORED:]
+                ],
                 channel=question.channel,
                 thread_ts=question.thread_ts,
                 message_ts=question.message_ts,

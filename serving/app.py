@@ -7,17 +7,21 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from serving.api import admin, health, interactions, openai_compat
+from serving.api import openai_compat
+from serving.api.admin import router as admin
 from serving.api.deps import Services
-from serving.api.errors import attach_error_handlers
+from serving.api.errors import BodyLimit, attach_error_handlers
+from serving.api.health import router as health
+from serving.api.interactions import router as interactions
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-def build_api(services: Services, *, lifespan: Lifespan | None = None) -> FastAPI:
+def build_api(services: Services, *, lifespan: Lifespan | None = None, max_body_bytes: int = 1_000_000) -> FastAPI:
     app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     attach_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for feature in (health, openai_compat, interactions, admin):
         feature.attach_router(app)
     return app

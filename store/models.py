@@ -41,6 +41,9 @@ class RunStatus(StrEnum):
     rejected = "rejected"  # trained, but the evaluation gate kept the active adapter
 
 
+UNFINISHED_RUN_STATUSES = frozenset({RunStatus.queued, RunStatus.running})
+FINISHED_RUN_STATUSES = frozenset(set(RunStatus) - UNFINISHED_RUN_STATUSES)
+
 BASE_VERSION = "base"
 
 

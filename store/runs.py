@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from store.models import RunStatus, TrainingRun, utcnow
+from store.models import FINISHED_RUN_STATUSES, UNFINISHED_RUN_STATUSES, RunStatus, TrainingRun, utcnow
 from store.pages import Page, newest_first
 
 
@@ -27,7 +27,9 @@ def list_runs(*, session: Session, limit: int = 20) -> list[TrainingRun]:
 
 
 def page_runs(*, session: Session, limit: int, before: int | None = None) -> Page[TrainingRun]:
-    return newest_first(session=session, statement=select(TrainingRun), id_column=TrainingRun.id, limit=limit, before=before)
+    return newest_first(
+        session=session, statement=select(TrainingRun), id_column=TrainingRun.id, limit=limit, before=before
+    )
 
 
 def update_run(*, session: Session, run_id: int, **changes: Any) -> TrainingRun:
@@ -43,7 +45,7 @@ def update_run(*, session: Session, run_id: int, **changes: Any) -> TrainingRun:
         setattr(run, name, value)
     if changes.get("status") == RunStatus.running and run.started_at is None:
         run.started_at = utcnow()
-    if changes.get("status") in (RunStatus.succeeded, RunStatus.failed, RunStatus.skipped, RunStatus.rejected):
+    if changes.get("status") in FINISHED_RUN_STATUSES:
         run.finished_at = utcnow()
     session.add(run)
     session.commit()
@@ -60,5 +62,5 @@ def last_finished_run(*, session: Session) -> TrainingRun | None:
 
 
 def unfinished_runs(*, session: Session) -> list[TrainingRun]:
-    statement = select(TrainingRun).where(col(TrainingRun.status).in_([RunStatus.queued, RunStatus.running]))
+    statement = select(TrainingRun).where(col(TrainingRun.status).in_(UNFINISHED_RUN_STATUSES))
     return list(session.exec(statement).all())

@@ -26,9 +26,7 @@ class IssuedToken:
 
 def create_token(*, session: Session, user_id: str, label: str | None = None) -> IssuedToken:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(
-        user_id=user_id, token_sha256=token_sha256(token), prefix=token[:SHOWN_PREFIX_CHARS], label=label
-    )
+    row = ApiToken(user_id=user_id, token_sha256=token_sha256(token), prefix=token[:SHOWN_PREFIX_CHARS], label=label)
     session.add(row)
     session.commit()
     session.refresh(row)
@@ -37,9 +35,7 @@ def create_token(*, session: Session, user_id: str, label: str | None = None) ->
 
 def find_active_token(*, session: Session, token: str) -> ApiToken | None:
     """The unrevoked token with this plain text, or None. Compares hashes, so timing reveals nothing useful."""
-    statement = select(ApiToken).where(
-        ApiToken.token_sha256 == token_sha256(token), col(ApiToken.revoked_at).is_(None)
-    )
+    statement = select(ApiToken).where(ApiToken.token_sha256 == token_sha256(token), col(ApiToken.revoked_at).is_(None))
     return session.exec(statement).first()
 
 

@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
+from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+# Protocol modules hold only pydantic types: the CLI reads the very types the routes return.
+from serving.api.admin.protocol import (
+    AdaptersResponse,
+    AuditPage,
+    DatasetResponse,
+    PromoteRequest,
+    RollbackRequest,
+    RunPage,
+    RunPublic,
+    StatusResponse,
+    SwapResponse,
+    TrainResponse,
+)
+from serving.api.common import ErrorEnvelope
+from serving.api.interactions.protocol import (
+    AskRequest,
+    AskResponse,
+    CorrectionPage,
+    CorrectionPublic,
+    CorrectionRequest,
+    ReviewRequest,
+    VoteRequest,
+    VoteResponse,
+)
+from store.db import session_scope
+from tuneloop.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     help="tuneloop: a self-hosted LLM that learns from its users' feedback.",
@@ -22,20 +52,28 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="The base model.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Training data.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (run on the service's host).", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(token_app, name="token")
 console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 UrlOpt = Annotated[str, typer.Option("--url", envvar="TUNELOOP_URL", help="The running service.")]
-UserOpt = Annotated[str, typer.Option("--user", "-u", envvar="TUNELOOP_USER", help="Acting user id.")]
+TokenOpt = Annotated[
+    str,
+    typer.Option(
+        "--token",
+        envvar="TUNELOOP_TOKEN",
+        show_default=False,
+        help="Your API token (or TUNELOOP_TOKEN); create one with `tuneloop token create USER_ID` on the host.",
+    ),
+]
+# Identity comes from the token; a leftover `--user` is answered with a hint instead of acting as someone.
+RetiredUserOpt = Annotated[str | None, typer.Option("--user", "-u", hidden=True)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
-TRAIN_STAGES = ["datasets", "training", "register", "promote", "done"]
-
-
-def _default_user() -> str:
-    return os.environ.get("TUNELOOP_USER") or getpass.getuser()
+M = TypeVar("M", bound=BaseModel)
 
 
 # --- talking to the service ------------------------------------------------------------------------
@@ -44,13 +82,31 @@ def _call(
     method: str,
     path: str,
     *,
+    token: str,
     as_json: bool,
-    body: dict[str, Any] | None = None,
+    response: type[M],
+    body: BaseModel | None = None,
     params: dict[str, Any] | None = None,
     timeout: float = 300.0,
-) -> dict[str, Any]:
+) -> M:
+    """One request with the caller's token; the answer parsed into the route's own response type."""
+    if not token:
+        _fail(
+            as_json,
+            "no_token",
+            "no API token: this command acts as you, and the service needs to know who you are",
+            "Create one on the service's host with `tuneloop token create YOUR_ID`, then "
+            "`export TUNELOOP_TOKEN=...` (or pass --token).",
+        )
     try:
-        response = httpx.request(method, url.rstrip("/") + path, json=body, params=params, timeout=timeout)
+        reply = httpx.request(
+            method,
+            url.rstrip("/") + path,
+            content=body.model_dump_json(exclude_none=True) if body is not None else None,
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            timeout=timeout,
+        )
     except httpx.TransportError as error:
         _fail(
             as_json,
@@ -58,37 +114,49 @@ def _call(
             f"cannot reach the tuneloop service at {url} ({error})",
             "Start it with `make up` (or `tuneloop serve`), or pass --url.",
         )
+    if reply.status_code >= 400:
+        try:
+            problem = ErrorEnvelope.model_validate_json(reply.content).error
+        except ValueError:
+            _fail(as_json, "bad_response", f"the service answered {reply.status_code} without an error body", None)
+        extra = {"interaction_id": problem.interaction_id} if problem.interaction_id else None
+        _fail(as_json, problem.code, problem.message, problem.hint, extra=extra)
     try:
-        data: dict[str, Any] = response.json()
+        return response.model_validate_json(reply.content)
     except ValueError:
-        _fail(as_json, "bad_response", f"the service answered {response.status_code} without JSON", None)
-    if response.status_code >= 400:
-        problem = data.get("error", {}) if isinstance(data.get("error"), dict) else {}
         _fail(
             as_json,
-            str(problem.get("code", response.status_code)),
-            str(problem.get("message", data)),
-            problem.get("hint"),
-            extra={k: v for k, v in problem.items() if k == "interaction_id" and v},
+            "bad_response",
+            f"the service's answer to {method} {path} is not what this CLI expects",
+            "Is the CLI the same version as the service?",
         )
-    return data
+
+
+def _no_user_option(user: str | None, as_json: bool) -> None:
+    if user is not None:
+        _fail(
+            as_json,
+            "user_option_retired",
+            "--user no longer chooses who acts: the service takes your identity from your token",
+            "Drop --user; use the token of the person who acts (TUNELOOP_TOKEN or --token).",
+        )
 
 
 def _fail(as_json: bool, code: str, message: str, hint: str | None, extra: dict[str, Any] | None = None) -> NoReturn:
     if as_json:
         print(json.dumps({"error": {"code": code, "message": message, "hint": hint, **(extra or {})}}))
     else:
-        err_console.print(f"[bold red]error:[/] {message}")
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
         if extra and extra.get("interaction_id"):
             err_console.print(f"(recorded as interaction {extra['interaction_id']})")
         if hint:
-            err_console.print(f"[yellow]what to do:[/] {hint}")
+            err_console.print(f"[yellow]what to do:[/] {escape(hint)}")
     raise typer.Exit(1)
 
 
-def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+def _emit(as_json: bool, data: BaseModel | dict[str, Any], text: str) -> None:
     if as_json:
-        print(json.dumps(data, default=str))
+        print(data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data, default=str))
     else:
         console.print(text)
 
@@ -97,14 +165,24 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 @app.command()
 def serve() -> None:
     """Run the service (vLLM, the API and the nightly job) in the foreground."""
+    import logging
+
     import uvicorn
 
+    from tuneloop.base_model import BaseModelError, check_model_folder
     from tuneloop.logs import configure_logging
     from tuneloop.service import build_service
     from tuneloop.settings import Settings
 
     configure_logging()
     settings = Settings()
+    if settings.serving.vllm_url is None:  # an external vLLM has its own copy of the model
+        try:
+            check_model_folder(settings.base_model_dir)
+        except BaseModelError as error:
+            # One line, before anything starts: otherwise the engine keeper retries it every few seconds.
+            logging.getLogger(__name__).error("serve.base_model_unusable error=%s", error)
+            raise typer.Exit(1) from None
     service = build_service(settings)
     host, port = settings.serving.host, settings.serving.port
     console.print(f"[bold]tuneloop[/] on http://{host}:{port}  (health: /healthz, OpenAI API: /v1, docs: /docs)")
@@ -116,17 +194,22 @@ def serve() -> None:
     )
     console.print(f"  nightly:    {service.services.info['nightly']}")
     console.print(f"  Slack:      {service.services.info['slack']} ({service.services.info['slack_mode']})")
-    uvicorn.run(service.app, host=host, port=port, log_level="info")
+    # log_config=None: uvicorn's loggers go through our logfmt handler instead of handlers of its own.
+    uvicorn.run(service.app, host=host, port=port, log_level="info", log_config=None)
 
 
 @model_app.command("pull")
 def model_pull(as_json: JsonOpt = False) -> None:
     """Write the default base model (SmolLM2-135M-Instruct) as a Hugging Face folder, once."""
-    from tuneloop.base_model import BaseModelError, pull_default_model
+    from tuneloop.base_model import BaseModelError, check_model_folder, is_pulled, pull_default_model
     from tuneloop.settings import Settings
 
     settings = Settings()
     if settings.serving.base_model is not None:
+        try:
+            check_model_folder(settings.base_model_dir)
+        except BaseModelError as error:
+            _fail(as_json, "model_unavailable", str(error), None)
         _emit(
             as_json,
             {"path": str(settings.base_model_dir), "created": False, "custom": True},
@@ -135,7 +218,7 @@ def model_pull(as_json: JsonOpt = False) -> None:
         return
     target = settings.base_model_dir
     try:
-        if not as_json:
+        if not as_json and not is_pulled(target):
             console.print(f"materialising SmolLM2-135M-Instruct into {target} ...")
         path, created = pull_default_model(target)
     except BaseModelError as error:
@@ -147,22 +230,135 @@ def model_pull(as_json: JsonOpt = False) -> None:
     )
 
 
-# --- commands that talk to the service -----------------------------------------------------------------
-@app.command()
-def ask(text: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
-    """Ask a question; prints the interaction id, the answer and the adapter that gave it."""
-    data = _call(
-        url,
-        "POST",
-        "/api/ask",
-        as_json=as_json,
-        body={"question": text, "user": user or _default_user(), "source": "cli"},
-    )
+# --- API tokens (run on the service's host, against its database, like `model pull`) -------------------
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Argument(help="The user id the token acts as (a Slack member id, or any name).")],
+    label: Annotated[str | None, typer.Option(help="A note to tell tokens apart, e.g. 'laptop'.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token for USER. It is printed once; only its hash is stored."""
+    from store import tokens as token_repo
+
+    user = user.strip()
+    if not user or len(user) > 128:
+        _fail(as_json, "invalid_user", "the user id must be 1 to 128 characters", None)
+    if label is not None and len(label) > 64:
+        _fail(as_json, "invalid_label", "the label must be at most 64 characters", None)
+    settings, engine = _local_store(as_json)
+    with session_scope(engine) as session:
+        issued = token_repo.create_token(session=session, user_id=user, label=label)
+    role = _role_name(settings, user)
+    if as_json:
+        print(json.dumps({"user": user, "token": issued.token, "id": issued.row.id, "role": role}))
+        return
+    console.print(f"token {issued.row.id} for [bold]{escape(user)}[/] (role: {role}); shown only now:\n")
+    console.print(issued.token, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"\n[dim]use it with: export TUNELOOP_TOKEN={issued.token[:6]}…  (or --token)[/]")
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's tokens.")] = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked tokens.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tokens with their owners, prefixes and last use (never the tokens themselves)."""
+    from store import tokens as token_repo
+
+    settings, engine = _local_store(as_json)
+    with session_scope(engine) as session:
+        rows = token_repo.list_tokens(session=session, user_id=user, include_revoked=revoked)
+    listed = [
+        {
+            "id": row.id,
+            "user": row.user_id,
+            "role": _role_name(settings, row.user_id),
+            "prefix": row.prefix,
+            "label": row.label,
+            "created_at": row.created_at.isoformat(),
+            "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        }
+        for row in rows
+    ]
+    if as_json:
+        print(json.dumps({"tokens": listed}))
+        return
+    table = Table("id", "user", "role", "token", "label", "created", "last used", "revoked")
+    for t in listed:
+        table.add_row(
+            str(t["id"]),
+            escape(str(t["user"])),
+            str(t["role"]),
+            f"{t['prefix']}…",
+            escape(str(t["label"] or "")),
+            str(t["created_at"])[:19],
+            str(t["last_used_at"] or "-")[:19],
+            str(t["revoked_at"] or "")[:19],
+        )
+    console.print(table if listed else "no tokens; create one with `tuneloop token create USER_ID`")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The id shown by `token list`.")], as_json: JsonOpt = False
+) -> None:
+    """Revoke a token: it stops working at once, in every service process on this database."""
+    from store import tokens as token_repo
+
+    _settings, engine = _local_store(as_json)
+    try:
+        with session_scope(engine) as session:
+            row = token_repo.revoke_token(session=session, token_id=token_id)
+    except LookupError:
+        _fail(as_json, "not_found", f"token {token_id} does not exist", "List them with `tuneloop token list`.")
     _emit(
         as_json,
-        data,
-        f"[dim]#{data['interaction_id']} · adapter {data['adapter_version']} · "
-        f"{data['latency_ms']} ms[/]\n{data['answer']}",
+        {"id": row.id, "user": row.user_id, "revoked": True},
+        f"token {row.id} of {escape(row.user_id)} revoked",
+    )
+
+
+def _local_store(as_json: bool) -> tuple[Settings, Engine]:
+    """The service's own settings and database, for commands that run on its host."""
+    from store.db import make_engine, migrate
+
+    settings = Settings()
+    try:
+        migrate(settings.store_url)
+        return settings, make_engine(settings.store_url)
+    except Exception as error:  # any driver error: say which database, never a traceback
+        _fail(
+            as_json,
+            "store_unavailable",
+            f"cannot open the database ({type(error).__name__})",
+            "Run this on the service's host, with the same settings (.env, TUNELOOP_STORE__URL).",
+        )
+
+
+def _role_name(settings: Settings, user: str) -> str:
+    from tuneloop.service import access_policy
+
+    return access_policy(settings).role_of(user).name
+
+
+# --- commands that talk to the service -----------------------------------------------------------------
+@app.command()
+def ask(
+    text: str, token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False, user: RetiredUserOpt = None
+) -> None:
+    """Ask a question; prints the interaction id, the answer and the adapter that gave it."""
+    _no_user_option(user, as_json)
+    answer = _call(
+        url, "POST", "/api/ask", token=token, as_json=as_json, response=AskResponse,
+        body=AskRequest(question=text, source="cli"),
+    )  # fmt: skip
+    _emit(
+        as_json,
+        answer,
+        f"[dim]#{answer.interaction_id} · adapter {answer.adapter_version} · {answer.latency_ms} ms[/]\n"
+        f"{escape(answer.answer)}",
     )
 
 
@@ -170,96 +366,108 @@ def ask(text: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonO
 def feedback(
     interaction_id: int,
     vote: Annotated[str, typer.Argument(help="up or down")],
-    user: UserOpt = "",
+    token: TokenOpt = "",
     url: UrlOpt = DEFAULT_URL,
     as_json: JsonOpt = False,
+    user: RetiredUserOpt = None,
 ) -> None:
     """Vote on an answer; a later vote by the same user replaces the earlier one."""
+    _no_user_option(user, as_json)
     if vote not in ("up", "down"):
         _fail(as_json, "invalid_vote", f"vote must be 'up' or 'down', not {vote!r}", None)
-    data = _call(
-        url,
-        "POST",
-        f"/api/interactions/{interaction_id}/feedback",
-        as_json=as_json,
-        body={"user": user or _default_user(), "vote": vote},
-    )
-    _emit(as_json, data, f"recorded {vote} on #{interaction_id}")
+    recorded = _call(
+        url, "POST", f"/api/interactions/{interaction_id}/feedback", token=token, as_json=as_json,
+        response=VoteResponse, body=VoteRequest(vote="up" if vote == "up" else "down"),
+    )  # fmt: skip
+    _emit(as_json, recorded, f"recorded {recorded.vote} on #{interaction_id}")
 
 
 @app.command()
 def correct(
-    interaction_id: int, text: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False
+    interaction_id: int,
+    text: str,
+    token: TokenOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    user: RetiredUserOpt = None,
 ) -> None:
     """Correct an answer: approved at once for reviewers, pending review for anyone else."""
-    data = _call(
-        url,
-        "POST",
-        f"/api/interactions/{interaction_id}/corrections",
-        as_json=as_json,
-        body={"user": user or _default_user(), "text": text},
-    )
-    _emit(as_json, data, f"correction {data['correction_id']} is {data['status']}")
+    _no_user_option(user, as_json)
+    correction = _call(
+        url, "POST", f"/api/interactions/{interaction_id}/corrections", token=token, as_json=as_json,
+        response=CorrectionPublic, body=CorrectionRequest(text=text),
+    )  # fmt: skip
+    _emit(as_json, correction, f"correction {correction.correction_id} is {correction.status}")
 
 
 @app.command()
 def review(
     decision: Annotated[str, typer.Argument(help="approve, reject or list")],
     correction_id: Annotated[int | None, typer.Argument()] = None,
-    user: UserOpt = "",
+    token: TokenOpt = "",
     url: UrlOpt = DEFAULT_URL,
     as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="With list: how many, newest first.")] = 50,
+    before: Annotated[int | None, typer.Option(help="With list: the next_cursor of the previous page.")] = None,
+    user: RetiredUserOpt = None,
 ) -> None:
-    """Approve or reject a pending correction (reviewers only), or list the pending ones."""
+    """Approve or reject a pending correction, or list the pending ones (reviewers only)."""
+    _no_user_option(user, as_json)
     if decision == "list":
-        data = _call(url, "GET", "/api/corrections", as_json=as_json)
+        page = _call(
+            url, "GET", "/api/corrections", token=token, as_json=as_json, response=CorrectionPage,
+            params={"limit": limit, "before": before},
+        )  # fmt: skip
         lines = [
-            f"{c['correction_id']}: #{c['interaction_id']} by {c['author']}: {c['text']}" for c in data["corrections"]
+            f"{c.correction_id}: #{c.interaction_id} by {escape(c.author)}: {escape(c.text)}" for c in page.corrections
         ]
-        _emit(as_json, data, "\n".join(lines) or "no pending corrections")
+        if page.has_more:
+            lines.append(f"[dim]more: --before {page.next_cursor}[/]")
+        _emit(as_json, page, "\n".join(lines) or "no pending corrections")
         return
     if decision not in ("approve", "reject") or correction_id is None:
         _fail(as_json, "invalid_review", "use `tuneloop review approve|reject CORRECTION_ID` or `review list`", None)
-    data = _call(
-        url,
-        "POST",
-        f"/api/corrections/{correction_id}/review",
-        as_json=as_json,
-        body={"user": user or _default_user(), "decision": decision},
-    )
-    _emit(as_json, data, f"correction {correction_id} is {data['status']}")
+    reviewed = _call(
+        url, "POST", f"/api/corrections/{correction_id}/review", token=token, as_json=as_json,
+        response=CorrectionPublic, body=ReviewRequest(decision="approve" if decision == "approve" else "reject"),
+    )  # fmt: skip
+    _emit(as_json, reviewed, f"correction {correction_id} is {reviewed.status}")
 
 
 @app.command()
 def train(
-    user: UserOpt = "",
+    token: TokenOpt = "",
     url: UrlOpt = DEFAULT_URL,
     as_json: JsonOpt = False,
     wait: Annotated[bool, typer.Option(help="Wait for the cycle to finish.")] = True,
+    user: RetiredUserOpt = None,
 ) -> None:
-    """Run one tuning cycle now: datasets -> training -> register -> promote."""
-    started = _call(url, "POST", "/admin/train", as_json=as_json, body={"user": user or _default_user()})
-    run_id = started["run_id"]
+    """Run one tuning cycle now: datasets -> training -> register -> promote (admins only)."""
+    _no_user_option(user, as_json)
+    started = _call(url, "POST", "/admin/train", token=token, as_json=as_json, response=TrainResponse)
     if not wait:
-        _emit(as_json, started, f"run {run_id} started")
+        _emit(as_json, started, f"run {started.run_id} started")
         return
-    run = _follow_run(url, run_id, as_json=as_json)
+    run = _follow_run(url, started.run_id, token=token, as_json=as_json)
     if as_json:
-        print(json.dumps(run, default=str))
+        print(run.model_dump_json())
     else:
         _print_run(run)
-    if run["status"] == "failed":
+    if run.status == "failed":
         raise typer.Exit(1)
 
 
-def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
-    def fetch() -> dict[str, Any]:
+def _follow_run(url: str, run_id: int, *, token: str, as_json: bool) -> RunPublic:
+    def fetch() -> RunPublic:
         # A long poll: the service answers when the run finishes, or after a second with its progress.
-        return _call(url, "GET", f"/admin/runs/{run_id}", as_json=as_json, params={"wait": 1.0})
+        return _call(
+            url, "GET", f"/admin/runs/{run_id}", token=token, as_json=as_json, response=RunPublic,
+            params={"wait": 1.0},
+        )  # fmt: skip
 
     if as_json:
         run = fetch()
-        while run["status"] in ("queued", "running"):
+        while not run.finished:
             run = fetch()
         return run
     columns = (
@@ -272,38 +480,39 @@ def _follow_run(url: str, run_id: int, *, as_json: bool) -> dict[str, Any]:
     with Progress(*columns, console=err_console) as progress:
         task = progress.add_task(f"run {run_id}", total=None, info="")
         run = fetch()
-        while run["status"] in ("queued", "running"):
-            stage = run.get("stage") or "queued"
-            p = run.get("progress") or {}
-            step, total = p.get("step"), p.get("total")
+        while not run.finished:
+            p = run.progress
             info = " ".join(
                 f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in p.items()
                 if k in ("stage", "loss", "eta_s") and v is not None
             )
-            progress.update(task, description=f"run {run_id} · {stage}", completed=step or 0, total=total, info=info)
+            progress.update(
+                task,
+                description=f"run {run_id} · {run.stage or 'queued'}",
+                completed=p.get("step") or 0,
+                total=p.get("total"),
+                info=info,
+            )
             run = fetch()
-        progress.update(task, description=f"run {run_id} · {run['status']}", completed=1, total=1, info="")
+        progress.update(task, description=f"run {run_id} · {run.status}", completed=1, total=1, info="")
     return run
 
 
-def _print_run(run: dict[str, Any]) -> None:
-    colour = {"succeeded": "green", "failed": "red", "skipped": "yellow", "rejected": "yellow"}.get(
-        run["status"], "white"
-    )
+def _print_run(run: RunPublic) -> None:
+    colour = {"succeeded": "green", "failed": "red", "skipped": "yellow", "rejected": "yellow"}.get(run.status, "white")
     console.print(
-        f"run {run['id']}: [{colour}]{run['status']}[/]"
-        + (f" → adapter {run['adapter_version']}" if run.get("adapter_version") else "")
+        f"run {run.id}: [{colour}]{run.status}[/]"
+        + (f" → adapter {run.adapter_version}" if run.adapter_version else "")
     )
-    if run.get("error"):
-        console.print(f"  reason: {run['error']}")
-    if run.get("counts"):
-        console.print("  data:    " + ", ".join(f"{k}={v}" for k, v in run["counts"].items()))
-    gate = (run.get("metrics") or {}).get("gate")
-    if gate and "candidate" in gate:
-        console.print(f"  gate:    {_scores(gate)} — {gate['reason']}")
-    if run.get("timings"):
-        console.print("  timings: " + ", ".join(f"{k}={v}" for k, v in run["timings"].items()))
+    if run.error:
+        console.print(f"  reason: {escape(run.error)}")
+    if run.counts:
+        console.print("  data:    " + ", ".join(f"{k}={v}" for k, v in run.counts.items()))
+    if "candidate" in run.gate:
+        console.print(f"  gate:    {_scores(run.gate)} — {run.gate.get('reason', '')}")
+    if run.timings:
+        console.print("  timings: " + ", ".join(f"{k}={v}" for k, v in run.timings.items()))
 
 
 def _scores(gate: dict[str, Any]) -> str:
@@ -315,107 +524,145 @@ def _scores(gate: dict[str, Any]) -> str:
 
 
 @app.command()
-def runs(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
-    """Recent tuning cycles."""
-    data = _call(url, "GET", "/admin/runs", as_json=as_json)
+def runs(
+    token: TokenOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    before: Annotated[int | None, typer.Option(help="The next_cursor of the previous page.")] = None,
+) -> None:
+    """Recent tuning cycles (admins only)."""
+    page = _call(
+        url, "GET", "/admin/runs", token=token, as_json=as_json, response=RunPage,
+        params={"limit": limit, "before": before},
+    )  # fmt: skip
     if as_json:
-        print(json.dumps(data))
+        print(page.model_dump_json())
         return
-    for run in data["runs"]:
+    for run in page.runs:
         _print_run(run)
+    if page.has_more:
+        console.print(f"[dim]more: --before {page.next_cursor}[/]")
 
 
 @app.command()
-def status(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+def status(token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     """The active adapter, the last run and the new feedback since."""
-    data = _call(url, "GET", "/admin/status", as_json=as_json)
-    last = data.get("last_run") or {}
+    data = _call(url, "GET", "/admin/status", token=token, as_json=as_json, response=StatusResponse)
+    last = data.last_run
     _emit(
         as_json,
         data,
-        f"active adapter: {data['active_adapter']}\n"
-        f"last run: {last.get('id', '-')} {last.get('status', '')}\n"
-        f"new feedback since the last training: {data['new_feedback_since_last_training']}",
+        f"active adapter: {data.active_adapter}\n"
+        f"last run: {last.id if last else '-'} {last.status if last else ''}\n"
+        f"new feedback since the last training: {data.new_feedback_since_last_training}\n"
+        f"access: {data.access}",
     )
 
 
 @app.command()
-def adapters(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
-    """Adapter versions, with their metrics and which one is active."""
-    data = _call(url, "GET", "/admin/adapters", as_json=as_json)
+def adapters(token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Adapter versions, with their metrics and which one is active (admins only)."""
+    data = _call(url, "GET", "/admin/adapters", token=token, as_json=as_json, response=AdaptersResponse)
     if as_json:
-        print(json.dumps(data))
+        print(data.model_dump_json())
         return
     table = Table("version", "status", "run", "train loss", "sft rows", "gate scores", "created")
-    for v in data["versions"]:
-        gate = (v["metrics"] or {}).get("gate") or {}
-        training = (v["metrics"] or {}).get("training", {}).get("sft") or {}
-        counts = (v["metrics"] or {}).get("counts", {})
-        name = f"[bold green]{v['version']} ●[/]" if v["active"] else v["version"]
+    for v in data.versions:
+        gate = v.metrics.get("gate") or {}
+        training = (v.metrics.get("training") or {}).get("sft") or {}
+        counts = v.metrics.get("counts") or {}
         loss = training.get("train_loss")
         table.add_row(
-            name,
-            v["status"],
-            str(v["run_id"] or "-"),
+            f"[bold green]{v.version} ●[/]" if v.active else v.version,
+            v.status,
+            str(v.run_id or "-"),
             f"{loss:.3f}" if loss is not None else "-",
             str(counts.get("sft_rows", "-")),
             _scores(gate) if "candidate" in gate else "-",
-            v["created_at"][:19],
+            v.created_at.isoformat()[:19],
         )
     console.print(table)
 
 
 @app.command()
-def promote(version: str, user: UserOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+def promote(
+    version: str, token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False, user: RetiredUserOpt = None
+) -> None:
     """Serve VERSION from now on (admins only; audited)."""
-    data = _call(
-        url, "POST", "/admin/promote", as_json=as_json, body={"user": user or _default_user(), "version": version}
-    )
-    _emit(as_json, data, f"active adapter: {data['active']} (swap {data['swap_ms']:.0f} ms)")
+    _no_user_option(user, as_json)
+    swap = _call(
+        url, "POST", "/admin/promote", token=token, as_json=as_json, response=SwapResponse,
+        body=_version_request(PromoteRequest, version, as_json),
+    )  # fmt: skip
+    _emit(as_json, swap, f"active adapter: {swap.active} (swap {swap.swap_ms or 0:.0f} ms)")
 
 
 @app.command()
 def rollback(
     version: Annotated[str | None, typer.Argument(help="Default: the version that served before.")] = None,
-    user: UserOpt = "",
+    token: TokenOpt = "",
     url: UrlOpt = DEFAULT_URL,
     as_json: JsonOpt = False,
+    user: RetiredUserOpt = None,
 ) -> None:
     """Serve an earlier version again (admins only; audited)."""
-    data = _call(
-        url, "POST", "/admin/rollback", as_json=as_json, body={"user": user or _default_user(), "version": version}
-    )
-    _emit(as_json, data, f"active adapter: {data['active']} (swap {data['swap_ms']:.0f} ms)")
+    _no_user_option(user, as_json)
+    body = _version_request(RollbackRequest, version, as_json) if version else RollbackRequest()
+    swap = _call(url, "POST", "/admin/rollback", token=token, as_json=as_json, response=SwapResponse, body=body)
+    _emit(as_json, swap, f"active adapter: {swap.active} (swap {swap.swap_ms or 0:.0f} ms)")
+
+
+def _version_request(request: type[M], version: str, as_json: bool) -> M:
+    try:
+        return request.model_validate({"version": version})
+    except ValueError:
+        _fail(
+            as_json,
+            "invalid_version",
+            f"{version[:40]!r} is not a version name (letters, digits, '.', '_', '-'; at most 32)",
+            "List versions with `tuneloop adapters`.",
+        )
 
 
 @app.command()
 def audit(
+    token: TokenOpt = "",
     url: UrlOpt = DEFAULT_URL,
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="How many events, newest first.")] = 50,
+    before: Annotated[int | None, typer.Option(help="The next_cursor of the previous page.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this user's actions.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action (promote, rollback, retrain, ...).")] = None,
+    outcome: Annotated[str | None, typer.Option(help="ok, refused or failed.")] = None,
 ) -> None:
-    """The audit trail of admin actions, newest first."""
-    data = _call(url, "GET", "/admin/audit", as_json=as_json, params={"limit": limit})
+    """The audit trail of admin actions, newest first (admins only)."""
+    page = _call(
+        url, "GET", "/admin/audit", token=token, as_json=as_json, response=AuditPage,
+        params={"limit": limit, "before": before, "actor": actor, "action": action, "outcome": outcome},
+    )  # fmt: skip
     if as_json:
-        print(json.dumps(data))
+        print(page.model_dump_json())
         return
-    for e in data["events"]:
+    for e in page.events:
         console.print(
-            f"{e['created_at'][:19]}  {e['actor']:<14} {e['source']:<6} {e['action']:<9} "
-            f"{e['target'] or '-':<8} {e['outcome']}"
+            f"{e.created_at.isoformat()[:19]}  {escape(e.actor):<14} {e.source:<6} {e.action:<9} "
+            f"{escape(e.target or '-'):<8} {e.outcome}"
         )
+    if page.has_more:
+        console.print(f"[dim]more: --before {page.next_cursor}[/]")
 
 
 @dataset_app.command("export")
-def dataset_export(directory: Path, url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
-    """Write the SFT and DPO JSONL files that the next cycle would train on."""
-    data = _call(url, "GET", "/admin/dataset", as_json=as_json)
+def dataset_export(directory: Path, token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    """Write the SFT and DPO JSONL files that the next cycle would train on (admins only)."""
+    data = _call(url, "GET", "/admin/dataset", token=token, as_json=as_json, response=DatasetResponse)
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name in ("sft", "dpo"):
+    for name, rows in (("sft", data.sft), ("dpo", data.dpo)):
         path = directory / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in data.get(name, [])))
-        written[name] = {"path": str(path), "rows": len(data.get(name, []))}
+        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        written[name] = {"path": str(path), "rows": len(rows)}
     _emit(as_json, written, "\n".join(f"{v['path']}: {v['rows']} rows" for v in written.values()))
 
 

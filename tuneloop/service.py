@@ -24,7 +24,7 @@ from serving.errors import TuneloopError
 from serving.feedback import FeedbackService
 from serving.registry import AdapterRegistry
 from store.db import make_engine, migrate
-from tuneloop.base_model import check_model_folder
+from tuneloop.base_model import BaseModelError, check_model_folder
 from tuneloop.cycle import TuningCycle
 from tuneloop.scheduler import build_scheduler
 from tuneloop.settings import Settings
@@ -149,7 +149,7 @@ def build_service(settings: Settings) -> Service:
             await client.aclose()
             engine.dispose()
 
-    app = build_api(services, lifespan=lifespan)
+    app = build_api(services, lifespan=lifespan, max_body_bytes=settings.serving.max_body_bytes)
     if slack_app is not None and settings.slack.app_token is None:
         attach_slack(app, slack_app)
     return Service(app=app, services=services, cycle=cycle, vllm=vllm)
@@ -192,6 +192,8 @@ async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: S
             log.error("engine.down: restarting")
         except TuneloopError as error:
             log.error("engine.unavailable error=%s hint=%s", error.message, error.hint)
+        except BaseModelError as error:  # the folder went away after start-up: a line, not a traceback, each retry
+            log.error("engine.unavailable error=%s", error)
         except Exception:
             log.exception("engine.unexpected_error")
         services.ready.clear()

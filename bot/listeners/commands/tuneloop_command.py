@@ -7,7 +7,6 @@ Refusals say why and are audited, like every admin action.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,19 +18,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import views
 from bot.deps import BotDeps
 from bot.errors import report_failure
-from serving.admin import run_to_json
+from serving.api.admin.protocol import RunPublic
 from serving.errors import Forbidden, TuneloopError
 from store import audit as audit_repo
-from store import runs as run_repo
 from store.db import session_scope
-from store.models import RunStatus
 
 log = logging.getLogger(__name__)
 
 COMMAND = "/tuneloop"
 SOURCE = "slack"
 SLOW = {"retrain", "promote", "rollback"}
-FINISHED = {RunStatus.succeeded, RunStatus.failed, RunStatus.skipped, RunStatus.rejected}
 
 
 @dataclass(frozen=True)
@@ -150,16 +146,9 @@ def _audit_refusal(deps: BotDeps, *, user_id: str, action: str) -> None:
     log.info("audit action=%s actor=%s outcome=refused", action, user_id)
 
 
-async def follow_run(deps: BotDeps, run_id: int) -> dict[str, Any]:
-    """Wait until the run finishes (the cycle runs in this process; the store is its record)."""
-    while True:
-        with session_scope(deps.services.engine) as session:
-            run = run_repo.get_run(session=session, run_id=run_id)
-        if run is None:
-            raise TuneloopError(f"run {run_id} does not exist")
-        if run.status in FINISHED:
-            return run_to_json(run)
-        await asyncio.sleep(deps.run_poll_interval_s)  # polling the run record; the cycle has no callback
+async def follow_run(deps: BotDeps, run_id: int) -> RunPublic:
+    """Wait until the run finishes (the same wait the API's long poll uses)."""
+    return await deps.services.admin.wait_for_run(run_id, timeout_s=None, poll_s=deps.run_poll_interval_s)
 
 
 async def _post_result(respond: AsyncRespond, client: AsyncWebClient, *, user_id: str, text: str) -> None:

@@ -1,0 +1,1 @@
+"""The admin feature of the HTTP API: protocol (pydantic I/O) and router."""

@@ -1,0 +1,1 @@
+"""The interactions feature of the HTTP API: protocol (pydantic I/O) and router."""
