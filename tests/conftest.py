@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,8 @@ from sqlmodel import Session
 
 from serving.engine import EngineConfig, VLLMProcess
 from store import runs as run_repo
+from store.db import session_scope
+from store.tokens import create_token
 from store.models import RunStatus
 from tuneloop.base_model import pull_default_model
 from tuneloop.service import Service, build_service
@@ -143,6 +146,35 @@ class RunningService:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+def issue_token(running: RunningService, user_id: str) -> str:
+    """A real API token for `user_id`, created in the service's own database (as `tuneloop token create` does)."""
+    with session_scope(running.service.services.engine) as session:
+        return create_token(session=session, user_id=user_id).token
+
+
+class ApiCaller:
+    """HTTP calls to a running service as one user, with that user's bearer token."""
+
+    def __init__(self, running: RunningService, user_id: str) -> None:
+        self.user_id = user_id
+        self.token = issue_token(running, user_id)
+        self._client = httpx.Client(
+            base_url=running.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self._client.request(method, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self._client.get(path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self._client.post(path, **kwargs)
+
+    def close(self) -> None:
+        self._client.close()
 
 
 @pytest.fixture

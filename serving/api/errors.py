@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,7 +74,11 @@ def _problem(error: Any) -> str:
 
 
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413, by Content-Length or while the body streams in."""
+    """Refuse request bodies over `max_bytes` with 413, by Content-Length or while the body streams in.
+
+    A streamed body that crosses the limit makes reading it fail; whatever the app then answers (FastAPI says
+    400, "error parsing the body") is replaced by the 413, so the caller learns the real reason.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self._app = app
@@ -88,22 +92,35 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self._max_bytes):
             await self._refuse(send)
             return
-        await self._app(scope, self._counting(receive), send)
-
-    def _counting(self, receive: Receive) -> Callable[[], Awaitable[Message]]:
         seen = 0
+        exceeded = False
+        refused = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self._max_bytes:
-                    # Raised inside the route that reads the body; the TuneloopError handler answers 413.
+                    exceeded = True
                     raise self._error()
             return message
 
-        return counted
+        async def guarded_send(message: Message) -> None:
+            nonlocal refused
+            if not exceeded:
+                await send(message)
+            elif not refused:
+                refused = True
+                await self._refuse(send)
+
+        try:
+            await self._app(scope, counted, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+            if not refused:
+                await self._refuse(send)
 
     def _error(self) -> TooLarge:
         return TooLarge(
