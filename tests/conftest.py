@@ -20,8 +20,8 @@ from sqlmodel import Session
 from serving.engine import EngineConfig, VLLMProcess
 from store import runs as run_repo
 from store.db import session_scope
-from store.tokens import create_token
 from store.models import RunStatus
+from store.tokens import create_token
 from tuneloop.base_model import pull_default_model
 from tuneloop.service import Service, build_service
 from tuneloop.settings import DEFAULT_BASE_MODEL_DIRNAME, Settings
@@ -154,15 +154,18 @@ def issue_token(running: RunningService, user_id: str) -> str:
         return create_token(session=session, user_id=user_id).token
 
 
+def bearer(running: RunningService, user_id: str) -> dict[str, str]:
+    """Headers that authenticate as `user_id` (a fresh token)."""
+    return {"Authorization": f"Bearer {issue_token(running, user_id)}"}
+
+
 class ApiCaller:
     """HTTP calls to a running service as one user, with that user's bearer token."""
 
     def __init__(self, running: RunningService, user_id: str) -> None:
         self.user_id = user_id
         self.token = issue_token(running, user_id)
-        self._client = httpx.Client(
-            base_url=running.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60
-        )
+        self._client = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self._client.request(method, path, **kwargs)

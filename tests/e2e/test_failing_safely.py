@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import RunningService
+from tests.conftest import RunningService, bearer
 
 pytestmark = pytest.mark.slow
 
@@ -40,25 +40,25 @@ def finish(http: httpx.Client, run_id: int) -> dict[str, Any]:
 
 def assert_base_still_serves(http: httpx.Client) -> None:
     assert http.get("/healthz").json()["active_adapter"] == "base"
-    answer = http.post("/api/ask", json={"question": "Who approves travel expenses?", "user": "U_EMPLOYEE"})
+    answer = http.post("/api/ask", json={"question": "Who approves travel expenses?"})
     assert answer.status_code == 200
     assert answer.json()["adapter_version"] == "base"
 
 
 def test_a_full_disk_and_a_killed_training_run_fail_safely(service: RunningService) -> None:
-    with httpx.Client(base_url=service.url, timeout=120) as http:
-        asked = http.post("/api/ask", json={"question": "Who approves travel expenses?", "user": "U_EMPLOYEE"})
+    with httpx.Client(base_url=service.url, timeout=120, headers=bearer(service, "U_ADMIN")) as http:
+        asked = http.post("/api/ask", json={"question": "Who approves travel expenses?"})
         interaction_id = asked.json()["interaction_id"]
         http.post(
             f"/api/interactions/{interaction_id}/corrections",
-            json={"user": "U_REVIEWER", "text": "Travel expenses are approved by Marta Kowalski."},
+            json={"text": "Travel expenses are approved by Marta Kowalski."},
         ).raise_for_status()
 
         # The disk is full when the first cycle writes its training data.
         full_file = service.settings.runs_dir / "run-0001" / "sft.jsonl"
         full_file.parent.mkdir(parents=True)
         full_file.symlink_to("/dev/full")
-        full_id = http.post("/admin/train", json={"user": "U_ADMIN"}).json()["run_id"]
+        full_id = http.post("/admin/train", json={}).json()["run_id"]
         assert full_id == 1
         run = finish(http, full_id)
         assert run["status"] == "failed"
@@ -68,7 +68,7 @@ def test_a_full_disk_and_a_killed_training_run_fail_safely(service: RunningServi
         full_file.unlink()  # space is freed
 
         # The next cycle starts cleanly; its training worker is killed mid-way.
-        run_id = http.post("/admin/train", json={"user": "U_ADMIN"}).json()["run_id"]
+        run_id = http.post("/admin/train", json={}).json()["run_id"]
         run = run_state(http, run_id)
         # Follow the run (long polls) until the worker reports its first training step.
         for _ in range(300):
@@ -88,7 +88,7 @@ def test_a_full_disk_and_a_killed_training_run_fail_safely(service: RunningServi
         assert_base_still_serves(http)
 
         # The next cycle starts cleanly and finishes.
-        next_id = http.post("/admin/train", json={"user": "U_ADMIN"}).json()["run_id"]
+        next_id = http.post("/admin/train", json={}).json()["run_id"]
         assert next_id == run_id + 1
         finished = finish(http, next_id)
         assert finished["status"] in ("succeeded", "rejected"), finished

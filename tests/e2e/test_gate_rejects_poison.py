@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningService
+from tests.conftest import RunningService, bearer
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +31,16 @@ def finished_run(http: httpx.Client, run_id: int) -> dict[str, Any]:
 
 
 def test_poisoned_corrections_are_rejected_by_the_regression_check(service: RunningService) -> None:
-    with httpx.Client(base_url=service.url, timeout=120) as http:
+    with httpx.Client(base_url=service.url, timeout=120, headers=bearer(service, "U_ADMIN")) as http:
         for question, nonsense in POISON:
-            asked = http.post("/api/ask", json={"question": question, "user": "U_EMPLOYEE"}).json()
+            asked = http.post("/api/ask", json={"question": question}).json()
             corrected = http.post(
                 f"/api/interactions/{asked['interaction_id']}/corrections",
-                json={"user": "U_REVIEWER", "text": nonsense},
+                json={"text": nonsense},
             ).json()
             assert corrected["status"] == "approved"
 
-        run = finished_run(http, http.post("/admin/train", json={"user": "U_ADMIN"}).json()["run_id"])
+        run = finished_run(http, http.post("/admin/train", json={}).json()["run_id"])
 
         assert run["status"] == "rejected", run
         gate = run["metrics"]["gate"]
@@ -57,12 +57,12 @@ def test_poisoned_corrections_are_rejected_by_the_regression_check(service: Runn
 
         # The active adapter answers as before, and none of the nonsense reaches users.
         for question, nonsense in POISON[:2]:
-            again = http.post("/api/ask", json={"question": question, "user": "U_EMPLOYEE"}).json()
+            again = http.post("/api/ask", json={"question": question}).json()
             assert again["adapter_version"] == "base"
             assert nonsense.split()[-2] not in again["answer"]  # "office", "finance"
 
         # An admin may still promote the rejected version on purpose; that is audited.
-        promoted = http.post("/admin/promote", json={"user": "U_ADMIN", "version": run["adapter_version"]})
+        promoted = http.post("/admin/promote", json={"version": run["adapter_version"]})
         assert promoted.status_code == 200
         events = http.get("/admin/audit").json()["events"]
         assert (events[0]["action"], events[0]["target"], events[0]["outcome"]) == (

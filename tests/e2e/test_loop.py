@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import RunningService
+from tests.conftest import RunningService, issue_token
 from training.datasets import normalise_question, read_jsonl
 from tuneloop.cli import app
 
@@ -54,8 +54,9 @@ FACTS = [
 ]
 
 
-def cli(service: RunningService, *args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(app, [*args, "--url", service.url, "--json"])
+def cli(service: RunningService, *args: str, as_user: str = "U_ADMIN") -> dict[str, Any]:
+    """The `tuneloop` command, as `as_user` (with that user's token), printing JSON."""
+    result = CliRunner().invoke(app, [*args, "--url", service.url, "--json", "--token", issue_token(service, as_user)])
     assert result.exit_code == 0, result.output
     data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return data
@@ -65,18 +66,18 @@ def test_corrections_are_learned_and_recalled_in_other_words(service: RunningSer
     # 1. The base model does not know the facts.
     asked = []
     for question, correction, key, _paraphrase in FACTS:
-        answer = cli(service, "ask", question, "--user", "U_EMPLOYEE")
+        answer = cli(service, "ask", question, as_user="U_EMPLOYEE")
         assert answer["adapter_version"] == "base"
         assert key not in answer["answer"].lower()
         asked.append((answer["interaction_id"], correction))
 
     # 2. A reviewer corrects each answer: approved at once.
     for interaction_id, correction in asked:
-        corrected = cli(service, "correct", str(interaction_id), correction, "--user", "U_REVIEWER")
+        corrected = cli(service, "correct", str(interaction_id), correction, as_user="U_REVIEWER")
         assert corrected["status"] == "approved"
 
     # 3. One tuning cycle, and the new version serves.
-    run = cli(service, "train", "--user", "U_ADMIN")
+    run = cli(service, "train", as_user="U_ADMIN")
     assert run["status"] == "succeeded", run
     assert run["adapter_version"] == "v0001"
     assert run["counts"]["sft_corrections"] == len(FACTS)
@@ -98,15 +99,15 @@ def test_corrections_are_learned_and_recalled_in_other_words(service: RunningSer
 
     # 4. Each fact is recalled when asked in other words.
     for _question, _correction, key, paraphrase in FACTS:
-        answer = cli(service, "ask", paraphrase, "--user", "U_EMPLOYEE")
+        answer = cli(service, "ask", paraphrase, as_user="U_EMPLOYEE")
         assert answer["adapter_version"] == "v0001"
         assert key in answer["answer"].lower(), f"{paraphrase!r} -> {answer['answer']!r}"
 
     # 5. Rolling back brings the old behaviour back at once.
-    rolled = cli(service, "rollback", "--user", "U_ADMIN")
+    rolled = cli(service, "rollback", as_user="U_ADMIN")
     assert rolled["active"] == "base"
     for _question, _correction, key, paraphrase in FACTS:
-        answer = cli(service, "ask", paraphrase, "--user", "U_EMPLOYEE")
+        answer = cli(service, "ask", paraphrase, as_user="U_EMPLOYEE")
         assert answer["adapter_version"] == "base"
         assert key not in answer["answer"].lower()
 
