@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench.stack import ADMIN, REPO, run_cycle, running_stack, teach
+from bench.stack import REPO, run_cycle, running_stack, teach
 from tests.bot.slack_requests import SIGNING_SECRET, app_mention, event_callback, sign
 from tests.bot.slack_stub import SlackStub
 
@@ -39,7 +39,7 @@ async def latencies(http: httpx.AsyncClient, count: int) -> dict[str, float]:
     samples = []
     for i in range(count):
         started = time.perf_counter()
-        response = await http.post("/api/ask", json={"question": QUESTIONS[i % len(QUESTIONS)], "user": ADMIN})
+        response = await http.post("/api/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]})
         response.raise_for_status()
         samples.append((time.perf_counter() - started) * 1000)
     return {"p50_ms": round(statistics.median(samples)), "p95_ms": round(percentile(samples, 0.95)), "n": count}
@@ -69,7 +69,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
             swaps = []
             for version in ["base", "v0001"] * 5:
-                response = await http.post("/admin/promote", json={"user": ADMIN, "version": version})
+                response = await http.post("/admin/promote", json={"version": version})
                 swaps.append(response.json()["swap_ms"])
             results["swap_loaded_ms"] = {"p50": round(statistics.median(swaps), 2), "max": round(max(swaps), 2)}
             results["swap_first_load_ms"] = round(run["timings"].get("swap_s", 0) * 1000, 1)

@@ -15,6 +15,8 @@ import httpx
 import uvicorn
 
 from serving.engine import VLLMProcess
+from store.db import session_scope
+from store.tokens import create_token
 from tuneloop.base_model import pull_default_model
 from tuneloop.service import build_service, engine_config
 from tuneloop.settings import DEFAULT_BASE_MODEL_DIRNAME, Settings
@@ -54,7 +56,10 @@ async def running_stack(*, port: int, vllm_port: int, slack: dict[str, str] | No
         service = build_service(settings)
         server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning"))
         serve_task = asyncio.create_task(server.serve())
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+        with session_scope(service.services.engine) as session:
+            token = create_token(session=session, user_id=ADMIN, label="bench").token
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600, headers=headers) as http:
             while (await _healthz(http)) != 200:
                 await asyncio.sleep(0.2)  # waiting for readiness
             yield Stack(settings=settings, http=http, time_to_ready_s=ready_s)
@@ -67,9 +72,9 @@ async def running_stack(*, port: int, vllm_port: int, slack: dict[str, str] | No
 async def teach(http: httpx.AsyncClient, facts: list[tuple[str, str]]) -> None:
     """Ask each question, then correct its answer as a reviewer (approved at once)."""
     for question, correction in facts:
-        asked = (await http.post("/api/ask", json={"question": question, "user": ADMIN})).json()
+        asked = (await http.post("/api/ask", json={"question": question})).json()
         response = await http.post(
-            f"/api/interactions/{asked['interaction_id']}/corrections", json={"user": ADMIN, "text": correction}
+            f"/api/interactions/{asked['interaction_id']}/corrections", json={"text": correction}
         )
         response.raise_for_status()
 
@@ -77,7 +82,7 @@ async def teach(http: httpx.AsyncClient, facts: list[tuple[str, str]]) -> None:
 async def run_cycle(http: httpx.AsyncClient) -> tuple[dict[str, Any], float]:
     """One tuning cycle through the admin API, followed by long polls; the finished run and its wall time."""
     started = time.perf_counter()
-    run_id = (await http.post("/admin/train", json={"user": ADMIN})).json()["run_id"]
+    run_id = (await http.post("/admin/train", json={})).json()["run_id"]
     run: dict[str, Any] = (await http.get(f"/admin/runs/{run_id}", params={"wait": 60})).json()
     while run["status"] in ("queued", "running"):
         run = (await http.get(f"/admin/runs/{run_id}", params={"wait": 60})).json()

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from bench.run import FACTS as FACTS_A
-from bench.stack import ADMIN, REPO, Stack, run_cycle, running_stack, teach
+from bench.stack import REPO, Stack, run_cycle, running_stack, teach
 
 FACTS_B = [
     ("What is the door code for the bike room?", "The bike room door code is 5831."),
@@ -50,7 +50,7 @@ async def recall(http: httpx.AsyncClient, probes: list[tuple[str, str]]) -> floa
     """Share of the active version's answers that hold the fact's key term."""
     hits = 0
     for question, key in probes:
-        answer = (await http.post("/api/ask", json={"question": question, "user": ADMIN})).json()["answer"]
+        answer = (await http.post("/api/ask", json={"question": question})).json()["answer"]
         hits += key.lower() in answer.lower()
     return round(hits / len(probes), 2)
 
@@ -62,7 +62,7 @@ def leaked(run_dir: Path, probes: list[tuple[str, str]]) -> list[str]:
 
 
 async def promote(http: httpx.AsyncClient, version: str) -> None:
-    (await http.post("/admin/promote", json={"user": ADMIN, "version": version})).raise_for_status()
+    (await http.post("/admin/promote", json={"version": version})).raise_for_status()
 
 
 async def measure(stack: Stack, version: str) -> dict[str, float]:
