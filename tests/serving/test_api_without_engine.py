@@ -57,9 +57,7 @@ def test_unusable_questions_are_refused_and_kept_bounded(callers: Callers, quest
 
 
 def test_malformed_requests_get_the_error_envelope(callers: Callers) -> None:
-    response = callers.employee.post(
-        "/api/ask", content=b"{not json", headers={"content-type": "application/json"}
-    )
+    response = callers.employee.post("/api/ask", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
     response = callers.employee.get("/api/interactions/999999")

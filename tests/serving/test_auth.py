@@ -38,7 +38,12 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, Role]] = [
     ("GET", "/admin/audit", None, Role.admin),
     ("GET", "/admin/dataset", None, Role.admin),
     ("GET", "/v1/models", None, Role.employee),
-    ("POST", "/v1/chat/completions", {"model": "tuneloop", "messages": [{"role": "user", "content": "Hi"}]}, Role.employee),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "tuneloop", "messages": [{"role": "user", "content": "Hi"}]},
+        Role.employee,
+    ),
 ]
 OPEN_ROUTES = {("GET", "/healthz")}
 
@@ -49,12 +54,7 @@ def _path(template: str) -> str:
 
 def test_the_table_covers_every_route_of_the_app(callers: Callers) -> None:
     app = callers.running.service.app
-    served = {
-        (method, route.path)
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        for method in route.methods
-    }
+    served = {(method, route.path) for route in app.routes if isinstance(route, APIRoute) for method in route.methods}
     assert served - OPEN_ROUTES == {(method, path) for method, path, _, _ in ROUTES}
 
 
@@ -117,7 +117,9 @@ def test_an_identity_named_in_a_body_changes_nothing(callers: Callers) -> None:
     assert [(e["actor"], e["action"], e["outcome"]) for e in events] == [("U_EMPLOYEE", "promote", "refused")]
 
 
-def test_employees_read_and_act_only_on_their_own_interactions(callers: Callers, dead_engine_service: RunningService) -> None:
+def test_employees_read_and_act_only_on_their_own_interactions(
+    callers: Callers, dead_engine_service: RunningService
+) -> None:
     other = ApiCaller(dead_engine_service, "U_OTHER")
     try:
         mine = callers.employee.post("/api/ask", json={"question": "My question"}).json()["error"]["interaction_id"]

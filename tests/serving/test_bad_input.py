@@ -63,7 +63,10 @@ def test_limits_cursors_and_waits_are_bounded(callers: Callers, path: str, param
 
 
 def test_lists_paginate_with_has_more(callers: Callers) -> None:
-    ids = [callers.employee.post("/api/ask", json={"question": f"q{i}"}).json()["error"]["interaction_id"] for i in range(5)]
+    ids = [
+        callers.employee.post("/api/ask", json={"question": f"q{i}"}).json()["error"]["interaction_id"]
+        for i in range(5)
+    ]
     first = callers.employee.get("/api/interactions", params={"limit": 2}).json()
     assert [i["id"] for i in first["interactions"]] == [ids[4], ids[3]]
     assert first["has_more"] is True
