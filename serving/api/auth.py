@@ -25,9 +25,7 @@ API_SOURCE = "api"
 
 
 async def authenticated(request: Request, services: ServicesDep) -> Principal:
-    principal = await services.authenticator.from_bearer(request.headers.get("authorization"))
-    request.state.principal = principal  # for the access log and error handlers
-    return principal
+    return await services.authenticator.from_bearer(request.headers.get("authorization"))
 
 
 CurrentUser = Annotated[Principal, Depends(authenticated)]
