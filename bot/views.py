@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.api.admin.protocol import AdapterVersionPublic, RunPublic, StatusResponse
+from serving.notify import AdminEvent, AdminEventKind
 
 Block = dict[str, Any]
 
@@ -329,3 +330,102 @@ def run_result_text(run: RunPublic) -> str:
     if run.metrics:
         text += f"\nMetrics: {_metrics(run.metrics)}"
     return text
+
+
+# --- the admins' channel -------------------------------------------------------------------------
+ADMIN_EVENT_ACTIONS_BLOCK = "tuneloop_admin_event_actions"
+ADMIN_ROLLBACK = "admin_rollback"
+REASON_CHARS = 500
+NO_METRICS = "no metrics"  # what _metrics says when there is nothing to show
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackTarget:
+    """What the Roll back button carries: the version the message announced, and the one to serve again."""
+
+    promoted: str
+    to: str
+
+    def to_value(self) -> str:
+        return json.dumps({"promoted": self.promoted, "to": self.to})
+
+    @classmethod
+    def from_value(cls, value: str) -> RollbackTarget:
+        data = json.loads(value)
+        return cls(promoted=str(data["promoted"]), to=str(data["to"]))
+
+
+def who(user_id: str) -> str:
+    """A Slack user id as a mention; any other id (a CLI or API user) as itself."""
+    if user_id[:1] in ("U", "W") and user_id.isalnum() and user_id.isupper():
+        return f"<@{user_id}>"
+    return f"`{escape(user_id)}`"
+
+
+def _by(event: AdminEvent) -> str:
+    return "the tuning cycle" if event.source == "cycle" else f"{who(event.actor)} ({escape(event.source)})"
+
+
+def _run_context(event: AdminEvent) -> str | None:
+    if event.run_id is None:
+        return None
+    text = f"run {event.run_id}"
+    if event.triggered_by:
+        text += f", started by {who(event.triggered_by)}" + (f" ({escape(event.trigger)})" if event.trigger else "")
+    elif event.trigger:
+        text += f", {escape(event.trigger)}"
+    return text
+
+
+def admin_event_text(event: AdminEvent) -> str:
+    """One line on what happened, who did it and why: the message's text, and its notification."""
+    version = f"`{escape(event.version)}`" if event.version else "no version yet"
+    reason = _clip(event.reason, REASON_CHARS) if event.reason else None
+    if event.kind is AdminEventKind.promoted:
+        text = f":rocket: {version} now serves, promoted by {_by(event)}"
+        return text + (f": {reason}." if reason and event.source == "cycle" else ".")
+    if event.kind is AdminEventKind.rolled_back:
+        earlier = f", instead of `{escape(event.previous)}`" if event.previous else ""
+        return f":leftwards_arrow_with_hook: {version} serves again, rolled back by {_by(event)}{earlier}."
+    if event.kind is AdminEventKind.rejected:
+        kept = f"`{escape(event.previous)}` keeps serving" if event.previous else "the active version keeps serving"
+        return f":no_entry: {version} was rejected by the evaluation gate; {kept}." + (f" {reason}" if reason else "")
+    run = f"Tuning run {event.run_id}" if event.run_id is not None else "A tuning cycle"
+    return f":x: {run} failed: {reason or 'no cause recorded'}. The active version keeps serving."
+
+
+def admin_event_blocks(event: AdminEvent) -> list[Block]:
+    """What happened, the gate's scores when there are some, the run, and a Roll back button on a promotion."""
+    blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": admin_event_text(event)}}]
+    scores = _metrics(dict(event.metrics))
+    if scores != NO_METRICS:
+        blocks.append(_context(f"Scores: {scores}"))
+    facts = [f for f in (_run_context(event), _previous_context(event)) if f]
+    if facts:
+        blocks.append(_context(" · ".join(facts)))
+    if event.kind is AdminEventKind.promoted and event.version and event.previous:
+        target = RollbackTarget(promoted=event.version, to=event.previous)
+        button = _button(f"Roll back to {event.previous}", ADMIN_ROLLBACK, target.to_value(), style="danger")
+        button["confirm"] = {
+            "title": {"type": "plain_text", "text": "Roll back?"},
+            "text": {
+                "type": "mrkdwn",
+                "text": f"Serve `{escape(event.previous)}` instead of `{escape(event.version)}`?",
+            },
+            "confirm": {"type": "plain_text", "text": "Roll back"},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+        }
+        blocks.append({"type": "actions", "block_id": ADMIN_EVENT_ACTIONS_BLOCK, "elements": [button]})
+    return blocks
+
+
+def _previous_context(event: AdminEvent) -> str | None:
+    if event.kind is AdminEventKind.promoted and event.previous:
+        return f"before: `{escape(event.previous)}`"
+    return None
+
+
+def rolled_back_blocks(blocks: Sequence[Block], *, note: str) -> list[Block]:
+    """The announcing message once its Roll back button was used: the button gives way to who rolled back."""
+    kept = [block for block in blocks if block.get("block_id") != ADMIN_EVENT_ACTIONS_BLOCK]
+    return [*kept, _context(note)]

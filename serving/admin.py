@@ -1,4 +1,9 @@
-"""Admin actions (retrain, promote, roll back) for Slack, the CLI and HTTP alike. Every call is audited."""
+"""Admin actions (retrain, promote, roll back) for Slack, the CLI and HTTP alike. Every call is audited.
+
+An action that succeeds writes its audit event in its own commit (the new active version, the new run);
+a refusal or a failure is audited on its own afterwards, when nothing has changed. Promotions and
+rollbacks are also published to the admin notifiers (the Slack admin channel), after the fact.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
@@ -13,11 +19,13 @@ from sqlalchemy import Engine
 from serving.access import AccessPolicy, Role
 from serving.api.admin.protocol import AdapterVersionPublic, RunPublic, StatusResponse
 from serving.errors import Forbidden, NotFound, TuneloopError
+from serving.notify import AdminEvent, AdminEventKind, AdminEvents
 from serving.registry import AdapterRegistry, ServedAdapter
 from store import adapters as adapter_repo
 from store import audit as audit_repo
 from store import feedback as feedback_repo
 from store import runs as run_repo
+from store.audit import AuditEntry
 from store.db import session_scope
 from store.models import AdapterVersion, TrainingRun
 
@@ -27,32 +35,56 @@ RUN_POLL_S = 0.25
 
 
 class CycleLauncher(Protocol):
-    """Starts a tuning cycle in the background and returns its run id (implemented by the composition root)."""
+    """Starts a tuning cycle in the background and returns its run id (implemented by the composition root).
 
-    async def start(self, *, trigger: str, user_id: str | None, force: bool) -> int: ...
+    `audit` is stored in the same commit as the new run, with the run's id added to its detail.
+    """
+
+    async def start(
+        self, *, trigger: str, user_id: str | None, force: bool, audit: AuditEntry | None = None
+    ) -> int: ...
 
 
 class AdminService:
     def __init__(
-        self, *, engine: Engine, registry: AdapterRegistry, access: AccessPolicy, launcher: CycleLauncher | None
+        self,
+        *,
+        engine: Engine,
+        registry: AdapterRegistry,
+        access: AccessPolicy,
+        launcher: CycleLauncher | None,
+        events: AdminEvents | None = None,
     ) -> None:
         self._engine = engine
         self._registry = registry
         self._access = access
         self._launcher = launcher
+        self._events = events
 
     async def promote(self, *, version: str, user_id: str, source: str) -> ServedAdapter:
-        return await self._audited(user_id, source, "promote", version, lambda: self._registry.promote(version))
+        adapter = await self._audited(
+            user_id, source, "promote", version, lambda ok: self._registry.promote(version, audit=ok)
+        )
+        self._announce(AdminEventKind.promoted, adapter, actor=user_id, source=source)
+        return adapter
 
     async def rollback(self, *, version: str | None, user_id: str, source: str) -> ServedAdapter:
-        return await self._audited(user_id, source, "rollback", version, lambda: self._registry.rollback(version))
+        adapter = await self._audited(
+            user_id, source, "rollback", version, lambda ok: self._registry.rollback(version, audit=ok)
+        )
+        self._announce(AdminEventKind.rolled_back, adapter, actor=user_id, source=source)
+        return adapter
 
     async def retrain(self, *, user_id: str, source: str) -> int:
         if self._launcher is None:
             raise TuneloopError("training is not available in this process")
         launcher = self._launcher
         return await self._audited(
-            user_id, source, "retrain", None, lambda: launcher.start(trigger=source, user_id=user_id, force=True)
+            user_id,
+            source,
+            "retrain",
+            None,
+            lambda ok: launcher.start(trigger=source, user_id=user_id, force=True, audit=ok),
         )
 
     def versions(self) -> list[AdapterVersionPublic]:
@@ -96,41 +128,69 @@ class AdminService:
             await asyncio.sleep(poll_s)  # the polling interval of a store read, not synchronisation
 
     async def _audited(
-        self, user_id: str, source: str, action: str, target: str | None, call: Callable[[], Awaitable[T]]
+        self, user_id: str, source: str, action: str, target: str | None, call: Callable[[AuditEntry], Awaitable[T]]
     ) -> T:
+        """Run `call` for an admin, handing it the ok-event to store in the action's own commit.
+
+        Failures are audited after the action's transaction was rolled back, and re-raised: a TuneloopError
+        with its message, anything else as "unexpected: <type>" (the edge answers it with a reference).
+        """
+        entry = AuditEntry(actor=user_id, source=source, action=action, target=target)
         if not self._access.is_admin(user_id):
-            self._audit(user_id, source, action, target, "refused", {"reason": "not an admin"})
+            self._audit(replace(entry, outcome="refused", detail={"reason": "not an admin"}))
             raise Forbidden(
                 f"{action} needs an admin; {user_id} is not one",
                 hint=self._access.refusal_hint(Role.admin),
             )
         try:
-            result = await call()
+            result = await call(entry)
         except TuneloopError as error:
-            self._audit(user_id, source, action, target, "failed", {"error": error.message})
+            self._audit_failure(replace(entry, outcome="failed", detail={"error": error.message}))
             raise
-        detail: dict[str, Any] = {}
-        if isinstance(result, ServedAdapter):
-            detail = {"active": result.version, "swap_ms": self._registry.last_swap_ms}
-        elif isinstance(result, int):
-            detail = {"run_id": result}
-        self._audit(user_id, source, action, target, "ok", detail)
+        except Exception as error:
+            self._audit_failure(
+                replace(entry, outcome="failed", detail={"error": f"unexpected: {type(error).__name__}"})
+            )
+            raise
+        log.info("audit action=%s actor=%s target=%s outcome=ok", action, user_id, target)
         return result
 
-    def _audit(
-        self, actor: str, source: str, action: str, target: str | None, outcome: str, detail: dict[str, Any]
-    ) -> None:
+    def _audit(self, entry: AuditEntry) -> None:
         with session_scope(self._engine) as session:
-            audit_repo.record_audit(
-                session=session,
+            audit_repo.add_audit(session=session, entry=entry)
+            session.commit()
+        log.info(
+            "audit action=%s actor=%s target=%s outcome=%s", entry.action, entry.actor, entry.target, entry.outcome
+        )
+
+    def _audit_failure(self, entry: AuditEntry) -> None:
+        """Audit a failed action; if even that fails (the database is down), log it and let the first error through."""
+        try:
+            self._audit(entry)
+        except Exception:
+            log.exception("audit.write_failed action=%s actor=%s target=%s", entry.action, entry.actor, entry.target)
+
+    def _announce(self, kind: AdminEventKind, adapter: ServedAdapter, *, actor: str, source: str) -> None:
+        """Publish a swap that has happened; telling admins about it never fails the swap."""
+        if self._events is None or not self._events.listened:
+            return
+        previous = self._registry.previous  # read before anything can await: the swap just made is the last one
+        try:
+            with session_scope(self._engine) as session:
+                row = adapter_repo.get_version(session=session, version=adapter.version)
+            event = AdminEvent(
+                kind=kind,
                 actor=actor,
                 source=source,
-                action=action,
-                target=target,
-                outcome=outcome,
-                detail=detail,
+                version=adapter.version,
+                previous=previous.version if previous is not None else None,
+                run_id=row.run_id if row is not None else None,
+                metrics=dict(row.metrics) if row is not None else {},
             )
-        log.info("audit action=%s actor=%s target=%s outcome=%s", action, actor, target, outcome)
+        except Exception:
+            log.exception("notify.not_published kind=%s version=%s", kind, adapter.version)
+            return
+        self._events.publish(event)
 
 
 def version_to_json(row: AdapterVersion, *, active: bool) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Every version is loaded into vLLM under its own name (`tuneloop-v0001`, ...), because reloading under
 one name serves stale answers from the prefix cache. Switching is a pointer swap under a lock; the
 previous version stays loaded so that a rollback is instant, and older ones are unloaded only after
-the requests running on them have finished.
+the requests running on them have finished. A switch and its audit event are stored in one commit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -22,6 +22,8 @@ from sqlalchemy import Engine
 from serving.client import InferenceClient
 from serving.errors import Conflict, EngineRejected, NotFound
 from store import adapters as adapter_repo
+from store import audit as audit_repo
+from store.audit import AuditEntry
 from store.db import session_scope
 from store.models import BASE_VERSION, AdapterStatus
 
@@ -41,6 +43,7 @@ class AdapterRegistry:
         self._base = ServedAdapter(BASE_VERSION, base_model_name)
         self._prefix = prefix
         self._active = self._base
+        self._previous: ServedAdapter | None = None
         self._loaded: dict[str, ServedAdapter] = {BASE_VERSION: self._base}
         self._in_flight: Counter[str] = Counter()
         self._drained = asyncio.Condition()
@@ -52,6 +55,11 @@ class AdapterRegistry:
     @property
     def active(self) -> ServedAdapter:
         return self._active
+
+    @property
+    def previous(self) -> ServedAdapter | None:
+        """The version that served before the active one (kept loaded for an instant rollback), if known."""
+        return self._previous
 
     @property
     def loaded_versions(self) -> list[str]:
@@ -99,6 +107,7 @@ class AdapterRegistry:
             self._active = self._loaded[active.version]
         else:
             self._active = self._base
+        self._previous = self._loaded.get(previous.version) if previous is not None else None
         log.info("registry.restored active=%s loaded=%s", self._active.version, self.loaded_versions)
         return self._active
 
@@ -114,14 +123,24 @@ class AdapterRegistry:
             raise Conflict(f"adapter version {version} has no files")
         return await self._load(version, row.path)
 
-    async def promote(self, version: str) -> ServedAdapter:
-        """Switch serving to `version` atomically; returns the new active adapter."""
+    async def promote(self, version: str, *, audit: AuditEntry | None = None) -> ServedAdapter:
+        """Switch serving to `version` atomically; returns the new active adapter.
+
+        `audit` is written in the same commit as the new active version (its detail gains `active` and
+        `previous`): if either cannot be stored, neither is, and the active version does not change.
+        """
         async with self._swap_lock:
             started = time.perf_counter()
             adapter = await self.load(version)
+            previous = self._active
             with session_scope(self._engine) as session:
-                previous = self._active
-                adapter_repo.mark_active(session=session, version=version)
+                adapter_repo.mark_active(session=session, version=version, commit=False)
+                if audit is not None:
+                    detail = {**audit.detail, "active": version, "previous": previous.version}
+                    audit_repo.add_audit(session=session, entry=replace(audit, detail=detail))
+                session.commit()
+            if previous.version != adapter.version:
+                self._previous = previous
             self._active = adapter  # the swap itself: new requests pick this up from here on
             self.last_swap_ms = (time.perf_counter() - started) * 1000
             log.info(
@@ -138,8 +157,8 @@ class AdapterRegistry:
         while self._housekeeping:
             await asyncio.gather(*self._housekeeping, return_exceptions=True)
 
-    async def rollback(self, version: str | None = None) -> ServedAdapter:
-        """Serve `version`, or when None the version that served before the current one."""
+    async def rollback(self, version: str | None = None, *, audit: AuditEntry | None = None) -> ServedAdapter:
+        """Serve `version`, or when None the version that served before the current one (`audit` as in promote)."""
         if version is None:
             with session_scope(self._engine) as session:
                 previous = adapter_repo.previous_active_version(session=session)
@@ -152,7 +171,7 @@ class AdapterRegistry:
             raise NotFound(f"adapter version {version} does not exist")
         if row.status == AdapterStatus.active:
             raise Conflict(f"{version} is already active")
-        return await self.promote(version)
+        return await self.promote(version, audit=audit)
 
     async def discard(self, version: str) -> None:
         """Unload a version that will not serve (a rejected candidate), once its requests drain."""

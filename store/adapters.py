@@ -52,8 +52,11 @@ def list_versions(*, session: Session) -> list[AdapterVersion]:
     return list(session.exec(select(AdapterVersion).order_by(col(AdapterVersion.id))).all())
 
 
-def mark_active(*, session: Session, version: str) -> AdapterVersion:
-    """Make `version` the only active row, in one transaction."""
+def mark_active(*, session: Session, version: str, commit: bool = True) -> AdapterVersion:
+    """Make `version` the only active row, in one transaction.
+
+    With `commit=False` the change is only flushed: the caller commits it together with its audit event.
+    """
     target = get_version(session=session, version=version)
     if target is None:
         raise LookupError(f"adapter version {version} does not exist")
@@ -64,8 +67,7 @@ def mark_active(*, session: Session, version: str) -> AdapterVersion:
     target.status = AdapterStatus.active
     target.promoted_at = utcnow()
     session.add(target)
-    session.commit()
-    session.refresh(target)
+    _save(session, target, commit=commit)
     return target
 
 
@@ -79,14 +81,14 @@ def previous_active_version(*, session: Session) -> AdapterVersion | None:
     return session.exec(statement).first()
 
 
-def set_version_status(*, session: Session, version: str, status: str) -> AdapterVersion:
+def set_version_status(*, session: Session, version: str, status: str, commit: bool = True) -> AdapterVersion:
+    """Set a version's status; with `commit=False` the caller commits it (e.g. with the rejection's audit event)."""
     adapter = get_version(session=session, version=version)
     if adapter is None:
         raise LookupError(f"adapter version {version} does not exist")
     adapter.status = status
     session.add(adapter)
-    session.commit()
-    session.refresh(adapter)
+    _save(session, adapter, commit=commit)
     return adapter
 
 
@@ -100,3 +102,11 @@ def update_version_metrics(*, session: Session, version: str, metrics: dict[str,
     session.commit()
     session.refresh(adapter)
     return adapter
+
+
+def _save(session: Session, row: AdapterVersion, *, commit: bool) -> None:
+    if commit:
+        session.commit()
+        session.refresh(row)
+    else:
+        session.flush()  # in the caller's transaction: its commit (or rollback) decides

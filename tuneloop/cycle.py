@@ -1,6 +1,12 @@
 """One tuning cycle: datasets -> paraphrases -> training (child process) -> register -> load -> promote.
 
 Every stage writes the run record, so `GET /admin/runs/{id}` shows where a cycle is and why it stopped.
+
+The cycle's own decisions are audited with actor "tuneloop" and source "cycle", whoever started the run:
+the gate decided, not the person (their `retrain` is audited under their name, in the commit that creates
+the run, and the run's trigger and triggered_by are in each event's detail). `promote` is stored in the
+commit that makes the version active, `reject` in the one that marks it rejected, and `cycle_failed` with
+the run's failed status. Each is also published to the admin notifiers (the Slack admin channel).
 """
 
 from __future__ import annotations
@@ -12,21 +18,26 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from serving.client import InferenceClient
 from serving.errors import Conflict, TuneloopError
+from serving.notify import AdminEvent, AdminEventKind, AdminEvents
 from serving.registry import AdapterRegistry
 from store import adapters as adapter_repo
+from store import audit as audit_repo
 from store import feedback as feedback_repo
 from store import locks as lock_repo
 from store import runs as run_repo
+from store.audit import AuditEntry
 from store.db import session_scope
-from store.models import AdapterStatus, RunStatus
+from store.models import AdapterStatus, RunStatus, TrainingRun
 from training.anchors import add_anchors
 from training.augment import add_paraphrases
 from training.curate import CurationPolicy
@@ -53,18 +64,28 @@ PROGRESS_INTERVAL_S = 1.0
 CYCLE_LOCK = "tuning-cycle"
 # A holder that has not refreshed the lock for this long is taken for dead.
 LOCK_TTL_S = 120.0
+# Who the cycle's own promotions, rejections and failures are audited under.
+CYCLE_ACTOR = "tuneloop"
+CYCLE_SOURCE = "cycle"
 
 
 class TuningCycle:
     """Starts cycles in the background, one at a time (implements serving.admin.CycleLauncher)."""
 
     def __init__(
-        self, *, settings: Settings, engine: Engine, client: InferenceClient, registry: AdapterRegistry
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        client: InferenceClient,
+        registry: AdapterRegistry,
+        events: AdminEvents | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._client = client
         self._registry = registry
+        self._events = events
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         # Names this process as the lock's holder; a restarted process is a new holder.
@@ -82,16 +103,12 @@ class TuningCycle:
         with session_scope(self._engine) as session:
             if lock_repo.current_holder(session=session, name=CYCLE_LOCK, ttl_s=LOCK_TTL_S) is not None:
                 return
-            for run in run_repo.unfinished_runs(session=session):
-                assert run.id is not None
-                run_repo.update_run(
-                    session=session,
-                    run_id=run.id,
-                    status=RunStatus.failed,
-                    error="interrupted: the service stopped while this run was in progress",
-                )
+            interrupted = [run.id for run in run_repo.unfinished_runs(session=session) if run.id is not None]
+        for run_id in interrupted:
+            self._fail(run_id, "interrupted: the service stopped while this run was in progress")
 
-    async def start(self, *, trigger: str, user_id: str | None, force: bool) -> int:
+    async def start(self, *, trigger: str, user_id: str | None, force: bool, audit: AuditEntry | None = None) -> int:
+        """Start a cycle; `audit` (the action that asked for it) is stored in the run's creating commit."""
         if self._lock.locked():
             raise self._busy()
         await self._lock.acquire()
@@ -100,13 +117,32 @@ class TuningCycle:
             with session_scope(self._engine) as session:
                 if not lock_repo.try_acquire(session=session, name=CYCLE_LOCK, holder=self._holder, ttl_s=LOCK_TTL_S):
                     raise self._busy()
-                run = run_repo.create_run(session=session, trigger=trigger, triggered_by=user_id)
+            try:
+                run_id = self._create_run(trigger=trigger, user_id=user_id, audit=audit)
+            except BaseException:
+                self._release_db_lock()  # else it would stay taken until its time-to-live runs out
+                raise
         except BaseException:
             self._lock.release()
             raise
-        assert run.id is not None
-        self._task = asyncio.create_task(self._run_locked(run.id, force=force))
-        return run.id
+        self._task = asyncio.create_task(self._run_locked(run_id, force=force))
+        return run_id
+
+    def _create_run(self, *, trigger: str, user_id: str | None, audit: AuditEntry | None) -> int:
+        # Not run_repo.create_run, which commits at once: the run and its audit event are one commit.
+        with session_scope(self._engine) as session:
+            run = TrainingRun(trigger=trigger, triggered_by=user_id)
+            session.add(run)
+            session.flush()  # the run's id, for the audit event
+            assert run.id is not None
+            if audit is not None:
+                audit_repo.add_audit(session=session, entry=replace(audit, detail={**audit.detail, "run_id": run.id}))
+            session.commit()
+            return run.id
+
+    def _release_db_lock(self) -> None:
+        with session_scope(self._engine) as session:
+            lock_repo.release(session=session, name=CYCLE_LOCK, holder=self._holder)
 
     def _busy(self) -> Conflict:
         with session_scope(self._engine) as session:
@@ -150,12 +186,24 @@ class TuningCycle:
         except Exception as error:
             cause = self._cause(error)
             log.exception("cycle.failed run=%s", run_id)
-            self._update(run_id, status=RunStatus.failed, error=cause)
+            self._fail(run_id, cause)
         finally:
             heartbeat.cancel()
-            with session_scope(self._engine) as session:
-                lock_repo.release(session=session, name=CYCLE_LOCK, holder=self._holder)
+            self._release_db_lock()
             self._lock.release()
+
+    def _fail(self, run_id: int, cause: str) -> None:
+        """Mark the run failed and audit it in one commit, then tell the admins."""
+        with session_scope(self._engine) as session:
+            run = _existing_run(session, run_id)
+            version = run.adapter_version
+            audit_repo.add_audit(
+                session=session,
+                entry=_cycle_entry(run, action="cycle_failed", target=version, outcome="failed", error=cause),
+            )
+            # update_run commits the session: the staged audit event is stored with the failed status, or neither.
+            run = run_repo.update_run(session=session, run_id=run_id, status=RunStatus.failed, error=cause)
+        self._publish(AdminEventKind.cycle_failed, run, version=version, reason=cause)
 
     def _cause(self, error: Exception) -> str:
         if isinstance(error, TuneloopError):
@@ -281,18 +329,67 @@ class TuningCycle:
             adapter_repo.update_version_metrics(session=session, version=version, metrics={"gate": gate})
         self._update(run_id, metrics={"gate": gate}, timings=timings, stage="promote" if promote else "rejected")
 
+        scores = {"gate": gate, "training": metrics}
         if not promote:
+            kept = self._registry.active.version
             with session_scope(self._engine) as session:
-                adapter_repo.set_version_status(session=session, version=version, status=AdapterStatus.rejected)
+                run = _existing_run(session, run_id)
+                adapter_repo.set_version_status(
+                    session=session, version=version, status=AdapterStatus.rejected, commit=False
+                )
+                audit_repo.add_audit(
+                    session=session, entry=_cycle_entry(run, action="reject", target=version, reason=reason, kept=kept)
+                )
+                # update_run commits the session: the rejected version, its audit event and the run's outcome at once.
+                run = run_repo.update_run(
+                    session=session, run_id=run_id, status=RunStatus.rejected, error=f"kept {kept}: {reason}"
+                )
             await self._registry.discard(version)
-            self._update(run_id, status=RunStatus.rejected, error=f"kept {self._registry.active.version}: {reason}")
             log.info("cycle.rejected run=%s version=%s reason=%s", run_id, version, reason)
+            self._publish(AdminEventKind.rejected, run, version=version, previous=kept, reason=reason, metrics=scores)
             return
         started = time.perf_counter()
-        await self._registry.promote(version)
+        with session_scope(self._engine) as session:
+            run = _existing_run(session, run_id)
+        await self._registry.promote(version, audit=_cycle_entry(run, action="promote", target=version, gate=reason))
+        previous = self._registry.previous  # read before anything can await: the swap just made is the last one
         timings["swap_s"] = round(time.perf_counter() - started, 3)
         self._update(run_id, status=RunStatus.succeeded, stage="done", timings=timings)
         log.info("cycle.succeeded run=%s version=%s gate=%s timings=%s", run_id, version, reason, timings)
+        self._publish(
+            AdminEventKind.promoted,
+            run,
+            version=version,
+            previous=previous.version if previous is not None else None,
+            reason=reason,
+            metrics=scores,
+        )
+
+    def _publish(
+        self,
+        kind: AdminEventKind,
+        run: TrainingRun,
+        *,
+        version: str | None,
+        previous: str | None = None,
+        reason: str | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        if self._events is None:
+            return
+        event = AdminEvent(
+            kind=kind,
+            actor=CYCLE_ACTOR,
+            source=CYCLE_SOURCE,
+            version=version,
+            previous=previous,
+            run_id=run.id,
+            trigger=run.trigger,
+            triggered_by=run.triggered_by,
+            reason=reason,
+            metrics=metrics or {},
+        )
+        self._events.publish(event)
 
     async def _prepare(self, *, on_progress: Any) -> Datasets:
         datasets = self._build()
@@ -413,3 +510,24 @@ class TuningCycle:
     def _update(self, run_id: int, **changes: Any) -> None:
         with session_scope(self._engine) as session:
             run_repo.update_run(session=session, run_id=run_id, **changes)
+
+
+def _existing_run(session: Session, run_id: int) -> TrainingRun:
+    run = run_repo.get_run(session=session, run_id=run_id)
+    if run is None:
+        raise LookupError(f"run {run_id} does not exist")
+    return run
+
+
+def _cycle_entry(
+    run: TrainingRun, *, action: str, target: str | None, outcome: str = "ok", **detail: Any
+) -> AuditEntry:
+    """An audit event of the cycle's own decision, naming the run and who started it."""
+    return AuditEntry(
+        actor=CYCLE_ACTOR,
+        source=CYCLE_SOURCE,
+        action=action,
+        target=target,
+        outcome=outcome,
+        detail={"run_id": run.id, "trigger": run.trigger, "triggered_by": run.triggered_by, **detail},
+    )

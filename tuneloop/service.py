@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from slack_bolt.async_app import AsyncApp
 
+from bot.admin_channel import SlackAdminChannel
 from bot.app import attach_slack, build_slack_app, start_socket_mode
 from serving.access import AccessPolicy, is_loopback
 from serving.admin import AdminService
@@ -22,6 +23,7 @@ from serving.credentials import Authenticator
 from serving.engine import EngineConfig, VLLMProcess
 from serving.errors import TuneloopError
 from serving.feedback import FeedbackService
+from serving.notify import AdminEvents
 from serving.registry import AdapterRegistry
 from store.db import make_engine, migrate
 from tuneloop.base_model import BaseModelError, check_model_folder
@@ -82,7 +84,8 @@ def build_service(settings: Settings) -> Service:
         prefix=settings.serving.adapter_prefix,
     )
     access = access_policy(settings)
-    cycle = TuningCycle(settings=settings, engine=engine, client=client, registry=registry)
+    events = AdminEvents()  # promotions, rollbacks, rejections, failed cycles: to the admins' channel if any
+    cycle = TuningCycle(settings=settings, engine=engine, client=client, registry=registry, events=events)
     answers = AnswerService(
         engine=engine,
         client=client,
@@ -101,7 +104,7 @@ def build_service(settings: Settings) -> Service:
         registry=registry,
         answers=answers,
         feedback=FeedbackService(engine=engine, access=access),
-        admin=AdminService(engine=engine, registry=registry, access=access, launcher=cycle),
+        admin=AdminService(engine=engine, registry=registry, access=access, launcher=cycle, events=events),
         access=access,
         authenticator=Authenticator(engine=engine, access=access),
         export_datasets=cycle.export,
@@ -113,6 +116,8 @@ def build_service(settings: Settings) -> Service:
         },
     )
     slack_app, slack_mode = _build_slack(settings, services, access)
+    if slack_app is not None and settings.slack.admin_channel:
+        events.attach(SlackAdminChannel(client=slack_app.client, channel=settings.slack.admin_channel))
     services.info["slack"] = "on" if slack_app is not None else "off"
     services.info["slack_mode"] = slack_mode
 
