@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Engine
 
@@ -27,7 +27,6 @@ from store import feedback as feedback_repo
 from store import runs as run_repo
 from store.audit import AuditEntry
 from store.db import session_scope
-from store.models import AdapterVersion, TrainingRun
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -192,10 +191,3 @@ class AdminService:
             return
         self._events.publish(event)
 
-
-def version_to_json(row: AdapterVersion, *, active: bool) -> dict[str, Any]:
-    return AdapterVersionPublic.from_row(row, active=active).model_dump(mode="json")
-
-
-def run_to_json(run: TrainingRun) -> dict[str, Any]:
-    return RunPublic.from_row(run).model_dump(mode="json")
