@@ -3,7 +3,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tuneloop-installed
-MODEL  := var/models/SmolLM2-135M-Instruct/.tuneloop-complete
 PYTEST_ARGS ?=
 
 .PHONY: up test install model lint bench bench-strategies clean
@@ -26,8 +25,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	@touch $(STAMP)
 
+# The tool itself says where `serve` will look (TUNELOOP_DATA_DIR, TUNELOOP_SERVING__BASE_MODEL, .env) and writes
+# the model there once; when it is already complete this is a quick no-op, so it runs every time.
 model: $(STAMP)
-	@test -f $(MODEL) || $(BIN)/tuneloop model pull
+	$(BIN)/tuneloop model pull
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

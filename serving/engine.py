@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from serving.errors import EngineUnavailable
+from training.child_env import child_environment
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class EngineConfig:
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # Not the service's whole environment: vLLM needs no Slack token, database URL or TUNELOOP_ setting.
+        env = child_environment()
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kv_cache_gib))
         env.setdefault("HF_HUB_OFFLINE", "1")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from training.child_env import child_environment
 from training.trainer import TrainSpec
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ async def train_in_subprocess(
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "training.worker", str(spec_path),
             stdout=asyncio.subprocess.PIPE, stderr=stderr_log,
+            env=child_environment(),  # the trainer needs no Slack token, database URL or TUNELOOP_ setting
         )  # fmt: skip
         assert process.stdout is not None
         result: dict[str, Any] | None = None

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from numbers import Number
 
 import phonenumbers
 from detect_secrets.plugins.aws import AWSKeyDetector
@@ -77,8 +78,15 @@ _AWS_SECRET = re.compile(
     r"(?i)(?:aws|secret[_ ]?access[_ ]?key)[^\n]{0,40}?(?<![A-Za-z0-9/+])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
 )
 _TOKEN = re.compile(rf"[A-Za-z0-9+/=_\-]{{{MIN_ENTROPY_TOKEN},}}")
+# A file path or URL path (`/tmp/tmpq8v2x_kz/var`, `~/x`, `./x`, `path=/v1/models`) is a run of names, not one
+# token: scored whole, its many distinct letters read as a key. Its components are scored one by one instead.
+_PATH = re.compile(r"(?<![^\s\"'`=(\[<,:])(?:~|\.{1,2})?/(?![/\s])[^\s\"'`]*")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-+/=.:]")
+# A %-style conversion (`%s`, `%(name)r`, `%.1f`, `%%`) in a log message template: never redacted itself.
+_FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +\-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]")
+_FORMAT_SPEC_SPLIT = re.compile(f"({_FORMAT_SPEC.pattern})")
+_REDACTED_ATTRIBUTE = "tuneloop_redacted"
 
 
 def placeholder(kind: str) -> str:
@@ -133,7 +141,7 @@ class Redactor:
         text = self._library_findings(text, tally)
         text = _substitute_value(_SECRET_ASSIGNMENT, text, SECRET, tally)
         if self._entropy:
-            text = _substitute_when(_TOKEN, text, SECRET, tally, keep=_is_high_entropy)
+            text = _high_entropy_tokens(text, tally)
         return self._phones(text, tally)
 
     def _library_findings(self, text: str, tally: Counter[str]) -> str:
@@ -205,6 +213,20 @@ def _replace_token_containing(text: str, value: str, kind: str, tally: Counter[s
     return text
 
 
+def _high_entropy_tokens(text: str, tally: Counter[str]) -> str:
+    def tokens(part: str) -> str:
+        return _substitute_when(_TOKEN, part, SECRET, tally, keep=_is_high_entropy)
+
+    pieces: list[str] = []
+    done = 0
+    for path in _PATH.finditer(text):
+        pieces.append(tokens(text[done : path.start()]))
+        pieces.append("/".join(tokens(component) for component in path.group(0).split("/")))
+        done = path.end()
+    pieces.append(tokens(text[done:]))
+    return "".join(pieces)
+
+
 def _is_high_entropy(token: str) -> bool:
     if not (any(c.isdigit() for c in token) and any(c.isalpha() for c in token)):
         return False  # plain words and plain numbers are not keys
@@ -228,16 +250,23 @@ def redact(text: str, counts: Counter[str] | None = None) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A log-handler filter: the formatted message and any traceback are redacted before a handler writes them."""
+    """A log filter: the message template, each argument and any traceback are redacted before a handler writes them.
+
+    The arguments stay arguments, so that formatters which read them (uvicorn's access log, our logfmt) still
+    work. Only when a secret spans the template and an argument (`"password=%s"` with `"hunter2"`) does the
+    record become one redacted string without arguments.
+    """
 
     def __init__(self, redactor: Redactor | None = None) -> None:
         super().__init__()
         self._redactor = redactor or default_redactor()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Installed on a logger and on the root handler too: a record that went through one is not redone.
+        if getattr(record, _REDACTED_ATTRIBUTE, False):
+            return True
         try:
-            record.msg = self._redactor.redact(record.getMessage())
-            record.args = None
+            self._redact_message(record)
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
@@ -247,4 +276,35 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a filter that raises loses the line; one that passes it unredacted leaks it
             record.msg, record.args, record.exc_text = "[UNREDACTABLE LOG RECORD]", None, None
             record.exc_info = None
+        setattr(record, _REDACTED_ATTRIBUTE, True)
         return True
+
+    def _redact_message(self, record: logging.LogRecord) -> None:
+        whole = record.getMessage()
+        clean = self._redactor.redact(whole)
+        if clean == whole:
+            return
+        if isinstance(record.msg, str):
+            record.msg = "".join(
+                piece if _FORMAT_SPEC.fullmatch(piece) else self._redactor.redact(piece)
+                for piece in _FORMAT_SPEC_SPLIT.split(record.msg)
+            )
+        if isinstance(record.args, Mapping):
+            record.args = {key: self._argument(value) for key, value in record.args.items()}
+        elif isinstance(record.args, tuple):
+            record.args = tuple(self._argument(value) for value in record.args)
+        try:
+            rendered: str | None = record.getMessage()
+        except (TypeError, ValueError):
+            rendered = None
+        if rendered is None or self._redactor.redact(rendered) != rendered:
+            record.msg, record.args = clean, None
+
+    def _argument(self, value: object) -> object:
+        if isinstance(value, str):
+            return self._redactor.redact(value)
+        if value is None or isinstance(value, Number):
+            return value  # `%d` and `%.1f` need the number; a number alone is no secret
+        text = str(value)
+        clean = self._redactor.redact(text)
+        return value if clean == text else clean

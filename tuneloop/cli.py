@@ -178,7 +178,7 @@ def serve() -> None:
     settings = Settings()
     if settings.serving.vllm_url is None:  # an external vLLM has its own copy of the model
         try:
-            check_model_folder(settings.base_model_dir)
+            check_model_folder(settings.base_model_dir, custom=settings.serving.base_model is not None)
         except BaseModelError as error:
             # One line, before anything starts: otherwise the engine keeper retries it every few seconds.
             logging.getLogger(__name__).error("serve.base_model_unusable error=%s", error)
@@ -207,7 +207,7 @@ def model_pull(as_json: JsonOpt = False) -> None:
     settings = Settings()
     if settings.serving.base_model is not None:
         try:
-            check_model_folder(settings.base_model_dir)
+            check_model_folder(settings.base_model_dir, custom=True)
         except BaseModelError as error:
             _fail(as_json, "model_unavailable", str(error), None)
         _emit(

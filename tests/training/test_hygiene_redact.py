@@ -94,12 +94,30 @@ def test_each_kind_is_replaced_by_its_placeholder() -> None:
         "Supercalifragilisticexpialidocious internationalization, see https://wiki.example/onboarding-2024.",
         "cycle.succeeded run=3 version=v0001 timings={'datasets_s': 0.12, 'training_s': 123.45} max_tokens=200",
         "2024-05-01 12:34:56,789 thread_ts=1712345678.123456 latency_ms=1234 at 127.0.0.1:8000",
+        # File and URL paths: their many distinct letters, read as one token, used to score as a key.
+        "training log: /work/main/var/runs/run-0001/train.log",
+        "adapter /tmp/pytest-of-root/pytest-12/test_promote_refuses_a_broken0/adapters/v0001 is broken",
+        "base model=/tmp/tmpq8v2x_kz/var/models/SmolLM2-135M-Instruct (config.json missing)",
+        "cache at ~/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2",
+        "GET /admin/runs/12?wait=30 from 10.0.0.7:51234",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
     counts: Counter[str] = Counter()
     assert redact(text, counts) == text
     assert not counts
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        (f"key file /srv/keys/{HEX_KEY}.pem", "key file /srv/keys/[SECRET].pem"),
+        (f"GET /hooks/{AWS_SECRET.replace('/', '')} 404", "GET /hooks/[SECRET] 404"),
+        (f"path=/v1/x?token={SLACK_BOT}", "path=/v1/x?token=[SLACK_TOKEN]"),
+    ],
+)
+def test_a_key_inside_a_path_is_still_found(text: str, clean: str) -> None:
+    assert redact(text) == clean
 
 
 def test_an_unterminated_private_key_is_removed_to_the_end() -> None:
