@@ -33,6 +33,9 @@ class AnswerSettings:
     max_question_chars: int
     max_answer_tokens: int
     temperature: float
+    # Bounds of the OpenAI-compatible surface (serving.max_context_turns, serving.max_completion_choices).
+    max_context_turns: int = 50
+    max_completion_choices: int = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +76,10 @@ class AnswerService:
         self._client = client
         self._registry = registry
         self._settings = settings
+
+    @property
+    def settings(self) -> AnswerSettings:
+        return self._settings
 
     def record_question(self, question: Question) -> int:
         with session_scope(self._engine) as session:
@@ -142,22 +149,28 @@ class AnswerService:
                     await self._registry.restore()
             text = "".join(parts).strip()
         except TuneloopError as error:
-            self._record_failure(interaction_id, started, error)
+            self.record_failure(interaction_id, started=started, error=error)
             error.interaction_id = interaction_id
             raise
+        latency_ms = self.record_answer(interaction_id, text=text, adapter_version=adapter.version, started=started)
+        yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version, latency_ms=latency_ms)
+
+    def record_answer(self, interaction_id: int, *, text: str, adapter_version: str, started: float) -> int:
+        """Store the answer to a recorded question, timed from `started` (perf_counter); returns the latency."""
         latency_ms = int((time.perf_counter() - started) * 1000)
         with session_scope(self._engine) as session:
             interaction_repo.record_answer(
                 session=session,
                 interaction_id=interaction_id,
                 answer=text,
-                adapter_version=adapter.version,
+                adapter_version=adapter_version,
                 latency_ms=latency_ms,
             )
-        log.info("answer.done interaction=%s adapter=%s latency_ms=%d", interaction_id, adapter.version, latency_ms)
-        yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version, latency_ms=latency_ms)
+        log.info("answer.done interaction=%s adapter=%s latency_ms=%d", interaction_id, adapter_version, latency_ms)
+        return latency_ms
 
-    def _record_failure(self, interaction_id: int, started: float, error: TuneloopError) -> None:
+    def record_failure(self, interaction_id: int, *, started: float, error: TuneloopError) -> None:
+        """Mark a recorded question failed, with the error's code and message as the cause."""
         latency_ms = int((time.perf_counter() - started) * 1000)
         with session_scope(self._engine) as session:
             interaction_repo.record_failure(

@@ -7,12 +7,12 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from serving.api import openai_compat
 from serving.api.admin import router as admin
 from serving.api.deps import Services
 from serving.api.errors import BodyLimit, attach_error_handlers
 from serving.api.health import router as health
 from serving.api.interactions import router as interactions
+from serving.api.openai import router as openai_compat
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 

@@ -95,6 +95,8 @@ def build_service(settings: Settings) -> Service:
             max_question_chars=settings.serving.max_question_chars,
             max_answer_tokens=settings.serving.max_answer_tokens,
             temperature=settings.serving.temperature,
+            max_context_turns=settings.serving.max_context_turns,
+            max_completion_choices=settings.serving.max_completion_choices,
         ),
     )
     vllm = None if settings.serving.vllm_url else VLLMProcess(engine_config(settings))

@@ -8,6 +8,7 @@ Refusals say why and are audited, like every admin action.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,23 +29,44 @@ log = logging.getLogger(__name__)
 COMMAND = "/tuneloop"
 SOURCE = "slack"
 SLOW = {"retrain", "promote", "rollback"}
+# A subcommand and at most one version name; longer text is refused before anything is looked up or audited.
+MAX_COMMAND_CHARS = 200
+VERSION_NAME = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 
 @dataclass(frozen=True)
 class Subcommand:
     name: str
     args: list[str] = field(default_factory=list)
+    chars: int = 0  # the length of the text it was read from
 
     @classmethod
     def parse(cls, text: str) -> Subcommand:
         words = text.split()
-        return cls(words[0].lower() if words else "help", words[1:])
+        return cls(words[0].lower() if words else "help", words[1:], len(text))
 
     @property
     def version(self) -> str | None:
         return self.args[0] if self.args else None
 
+    def bound_error(self) -> str | None:
+        """A kind usage message for text that no subcommand can mean: too long, or not a version name."""
+        if self.chars > MAX_COMMAND_CHARS:
+            return (
+                f"That is {self.chars:,} characters; `/tuneloop` takes a subcommand and at most a version name "
+                f"({MAX_COMMAND_CHARS} characters in all).\n{views.HELP_TEXT}"
+            )
+        if self.name in ("promote", "rollback") and self.version and not VERSION_NAME.fullmatch(self.version):
+            return (
+                "That is not a version name: versions look like `v0003` (letters, digits, `.`, `_` and `-`, "
+                "at most 32 characters). `/tuneloop adapters` lists them."
+            )
+        return None
+
     def usage_error(self) -> str | None:
+        bound = self.bound_error()
+        if bound:
+            return bound
         if self.name == "promote" and len(self.args) != 1:
             return "Usage: `/tuneloop promote VERSION` (see `/tuneloop adapters`)."
         if self.name == "rollback" and len(self.args) > 1:
@@ -62,7 +84,10 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
     async def answer_command(ack: AsyncAck, body: dict[str, Any]) -> None:
         user_id = str(body["user_id"])
         command = Subcommand.parse(str(body.get("text") or ""))
-        if command.name == "help":
+        bound = command.bound_error()
+        if bound:
+            await ack(text=bound)
+        elif command.name == "help":
             await ack(text=views.HELP_TEXT)
         elif command.name == "status":
             await ack(text=views.status_text(admin.status()))

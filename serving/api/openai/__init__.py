@@ -1,0 +1,1 @@
+"""The OpenAI-compatible feature of the HTTP API: protocol (pydantic I/O), the answer stream, and router."""
