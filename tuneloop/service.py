@@ -168,7 +168,7 @@ def _build_slack(settings: Settings, services: Services, access: AccessPolicy) -
     if slack.bot_token is None:
         return None, "no bot token: set SLACK_BOT_TOKEN to turn it on"
     if slack.app_token is None and slack.signing_secret is None:
-        log.error("slack.off: a bot token is set but neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN")
+        log.error("slack.off reason=%s", "a bot token is set but neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN")
         return None, "set SLACK_SIGNING_SECRET for HTTP mode, or SLACK_APP_TOKEN for Socket Mode"
     slack_app = build_slack_app(
         services=services,
@@ -196,9 +196,9 @@ async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: S
             log.info("service.ready active_adapter=%s", services.registry.active.version)
             while (vllm is None or vllm.running) and await _healthy_or_busy(services):
                 await asyncio.sleep(RESTART_BACKOFF_S)  # a liveness probe interval, not synchronisation
-            log.error("engine.down: restarting")
+            log.error("engine.down action=restart")
         except TuneloopError as error:
-            log.error("engine.unavailable error=%s hint=%s", error.message, error.hint)
+            log.error("engine.unavailable error=%s hint=%s", error.message, error.hint or "-")
         except BaseModelError as error:  # the folder went away after start-up: a line, not a traceback, each retry
             log.error("engine.unavailable error=%s", error)
         except Exception:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ApiCaller, RunningService, free_port, make_settings
+from tuneloop.settings import Settings
 from tests.store.conftest import _postgres_database, _postgres_probe  # noqa: F401 (fixture re-exported)
 
 EMPLOYEE, REVIEWER, ADMIN = "U_EMPLOYEE", "U_REVIEWER", "U_ADMIN"
@@ -48,7 +49,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | 
     yield from _postgres_database(request.getfixturevalue("_postgres_probe"))
 
 
-def dead_engine_settings(tmp_path: Path, store_url: str | None, **overrides: object):  # type: ignore[no-untyped-def]
+def dead_engine_settings(tmp_path: Path, store_url: str | None, **overrides: object) -> Settings:
     return make_settings(
         tmp_path,
         base_model_dir=tmp_path / "no-model",
