@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ApiCaller, RunningService, free_port, make_settings
-from tuneloop.settings import Settings
 from tests.store.conftest import _postgres_database, _postgres_probe  # noqa: F401 (fixture re-exported)
+from tuneloop.settings import Settings
 
 EMPLOYEE, REVIEWER, ADMIN = "U_EMPLOYEE", "U_REVIEWER", "U_ADMIN"
 
