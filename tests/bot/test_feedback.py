@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from bot.listeners.shortcuts.correct_message import CORRECT_SHORTCUT
@@ -228,3 +229,25 @@ def test_a_failure_in_a_listener_shows_a_short_message_with_a_reference_not_a_tr
     text = ephemeral_to(slack_stub, EMPLOYEE).args["text"]
     assert "went wrong" in text and "ref " in text
     assert "Traceback" not in text and "expired_trigger_id" not in text
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", str(2**64), ""])
+@pytest.mark.parametrize("action_id", [VOTE_UP, CORRECT_OPEN])
+def test_a_button_with_a_damaged_value_gets_a_kind_message(
+    dead_slack_service: RunningService, slack: SlackSender, slack_stub: SlackStub, action_id: str, value: str
+) -> None:
+    seeded = seed_answer(services_of(dead_slack_service), slack_stub)
+    payload = block_actions(
+        user=EMPLOYEE,
+        action_id=action_id,
+        value=value,
+        channel=CHANNEL,
+        message_ts=seeded.answer_ts,
+        thread_ts=seeded.question_ts,
+    )
+    assert slack.interactive(payload).status_code == 200
+
+    text = ephemeral_to(slack_stub, EMPLOYEE).args["text"]
+    assert "does not point at anything" in text and "went wrong" not in text
+    with session_scope(services_of(dead_slack_service).engine) as session:
+        assert list(session.exec(select(Feedback)).all()) == []

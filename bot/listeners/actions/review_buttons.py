@@ -8,6 +8,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
+from bot.action_values import row_id
 from bot.deps import BotDeps
 from bot.errors import reports_failures
 from bot.home import publish_home
@@ -20,7 +21,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         async def review(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
             await ack()
             user_id = str(body["user"]["id"])
-            correction_id = int(action["value"])
+            correction_id = row_id(action)
             try:
                 deps.services.feedback.review(correction_id=correction_id, user_id=user_id, approve=approve)
                 notice = f"Correction {correction_id} {'approved' if approve else 'rejected'}."

@@ -8,6 +8,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
+from bot.action_values import row_id
 from bot.deps import BotDeps
 from bot.errors import reports_failures
 from bot.feedback import vote_and_confirm
@@ -24,7 +25,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             await vote_and_confirm(
                 deps=deps,
                 client=client,
-                interaction_id=int(action["value"]),
+                interaction_id=row_id(action),
                 user_id=str(body["user"]["id"]),
                 vote=vote,
                 channel=(body.get("channel") or {}).get("id"),
