@@ -151,6 +151,9 @@ def build_service(settings: Settings) -> Service:
                 await keeper
             if scheduler.running:
                 scheduler.shutdown(wait=False)
+            # Notices already published (a promotion just before shutdown) still reach the admins' channel.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(events.wait_idle(), timeout=10)
             if vllm is not None:
                 await asyncio.to_thread(vllm.stop)
             await client.aclose()
