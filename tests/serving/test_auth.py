@@ -182,3 +182,11 @@ def test_open_mode_over_http_still_needs_a_credential(tmp_path: Path) -> None:
     finally:
         caller.close()
         running.stop()
+
+
+def test_the_schema_declares_the_bearer_token_for_docs(callers: Callers) -> None:
+    schema = httpx.get(f"{callers.url}/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    ask = schema["paths"]["/api/ask"]["post"]
+    assert ask["security"] == [{"HTTPBearer": []}]
+    assert "/healthz" in schema["paths"] and "security" not in schema["paths"]["/healthz"]["get"]
