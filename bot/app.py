@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -63,16 +62,7 @@ def build_slack_app(
         run_poll_interval_s=run_poll_interval_s,
     )
 
-    async def skip_redelivered_events(body: dict[str, Any], next: Any) -> BoltResponse | None:
-        # Retries (X-Slack-Retry-Num) and Socket Mode redeliveries carry the same event_id: ack them, do nothing.
-        event_id = body.get("event_id")
-        if body.get("type") == "event_callback" and event_id and not deps.deduper.event(str(event_id)):
-            return BoltResponse(status=200, body="")
-        await next()
-        return None
-
-    app.middleware(skip_redelivered_events)
-
+    # Nothing runs before the ack but Bolt's own checks: redelivered events are skipped by the listeners, after it.
     async def on_error(error: Exception, body: dict[str, Any], client: AsyncWebClient) -> None:
         await report_failure(error=error, client=client, body=body)
 

@@ -6,6 +6,7 @@ A submission is Slack's echo of the modal we opened, but it is still input: its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -66,8 +67,8 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             await ack(response_action="errors", errors={views.CORRECTION_INPUT_BLOCK: problem})
             return
         try:
-            correction = deps.services.feedback.correct(
-                interaction_id=target.interaction_id, user_id=user_id, text=text
+            correction = await asyncio.to_thread(
+                deps.services.feedback.correct, interaction_id=target.interaction_id, user_id=user_id, text=text
             )
         except (InvalidQuestion, NotFound) as error:
             message = error.message[0].upper() + error.message[1:] + (f". {error.hint}" if error.hint else ".")
