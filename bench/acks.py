@@ -117,7 +117,10 @@ async def wait_listening(http: httpx.AsyncClient, process: subprocess.Popen[byte
 async def measure(kind: str, *, stub: SlackStub, mentions: int, rounds: int) -> dict[str, Any]:
     port = free_port()
     command = [sys.executable, "-m", "bench.acks", "--serve", kind, "--port", str(port), "--api-url", stub.api_url]
-    process = subprocess.Popen(command, cwd=REPO)
+    log_path = Path(tempfile.gettempdir()) / f"tuneloop-bench-acks-{kind}.log"
+    with log_path.open("wb") as log_file:  # the service logs every failed answer: keep them out of the table
+        process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+    print(f"  {KINDS[kind]} on port {port} (log: {log_path})", flush=True)
     samples: list[float] = []
     try:
         limits = httpx.Limits(max_connections=mentions * 2, max_keepalive_connections=mentions * 2)
