@@ -1,8 +1,10 @@
 """Build the Bolt app (AsyncApp) on the serving services, and mount it on the service's FastAPI app.
 
 HTTP mode: events, interactivity and slash commands all arrive at POST /slack/events, where Bolt
-verifies the signature (forged or stale requests get 401; bodies Slack never sends get 400). Socket Mode:
-`start_socket_mode` connects with the app-level token instead, and no route is needed.
+verifies the signature (forged or stale requests get 401; bodies Slack never sends get 400). Events are
+acked before any store work (redelivered ones are recognised by the listeners, after it: bot/dedupe.py);
+what answers in its ack (`/tuneloop status`, the correction modal's check) only reads, in a thread.
+Socket Mode: `start_socket_mode` connects with the app-level token instead, and no route is needed.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ def build_slack_app(
         run_poll_interval_s=run_poll_interval_s,
     )
 
-    # Nothing runs before the ack but Bolt's own checks: redelivered events are skipped by the listeners, after it.
     async def on_error(error: Exception, body: dict[str, Any], client: AsyncWebClient) -> None:
         await report_failure(error=error, client=client, body=body)
 
