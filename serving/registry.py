@@ -130,10 +130,17 @@ class AdapterRegistry:
             started = time.perf_counter()
             adapter = await self.load(version)
             previous = self._active
-            await asyncio.to_thread(self._store_active, version, previous=previous.version, audit=audit)
-            if previous.version != adapter.version:
-                self._previous = previous
-            self._active = adapter  # the swap itself: new requests pick this up from here on
+            stored = asyncio.ensure_future(
+                asyncio.to_thread(self._store_active, version, previous=previous.version, audit=audit)
+            )
+            try:
+                await asyncio.shield(stored)
+            except asyncio.CancelledError:
+                # The commit goes on in its thread: the pointer follows it before the lock is let go.
+                await stored
+                self._swap(adapter, previous=previous)
+                raise
+            self._swap(adapter, previous=previous)
             self.last_swap_ms = (time.perf_counter() - started) * 1000
             log.info(
                 "registry.promoted version=%s previous=%s swap_ms=%.1f", version, previous.version, self.last_swap_ms
@@ -170,6 +177,11 @@ class AdapterRegistry:
         await self._unload(version)
 
     # --- internals -----------------------------------------------------------------------------
+    def _swap(self, adapter: ServedAdapter, *, previous: ServedAdapter) -> None:
+        if previous.version != adapter.version:
+            self._previous = previous
+        self._active = adapter  # the swap itself: new requests pick this up from here on
+
     def _recorded_versions(self) -> tuple[AdapterVersion | None, AdapterVersion | None]:
         """The active and the previously active versions as the store has them."""
         with session_scope(self._engine) as session:
