@@ -1,8 +1,10 @@
 """Build the Bolt app (AsyncApp) on the serving services, and mount it on the service's FastAPI app.
 
 HTTP mode: events, interactivity and slash commands all arrive at POST /slack/events, where Bolt
-verifies the signature (forged or stale requests get 401; bodies Slack never sends get 400). Socket Mode:
-`start_socket_mode` connects with the app-level token instead, and no route is needed.
+verifies the signature (forged or stale requests get 401; bodies Slack never sends get 400). Events are
+acked before any store work (redelivered ones are recognised by the listeners, after it: bot/dedupe.py);
+what answers in its ack (`/tuneloop status`, the correction modal's check) only reads, in a thread.
+Socket Mode: `start_socket_mode` connects with the app-level token instead, and no route is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -62,16 +63,6 @@ def build_slack_app(
         stream_interval_s=stream_interval_s,
         run_poll_interval_s=run_poll_interval_s,
     )
-
-    async def skip_redelivered_events(body: dict[str, Any], next: Any) -> BoltResponse | None:
-        # Retries (X-Slack-Retry-Num) and Socket Mode redeliveries carry the same event_id: ack them, do nothing.
-        event_id = body.get("event_id")
-        if body.get("type") == "event_callback" and event_id and not deps.deduper.event(str(event_id)):
-            return BoltResponse(status=200, body="")
-        await next()
-        return None
-
-    app.middleware(skip_redelivered_events)
 
     async def on_error(error: Exception, body: dict[str, Any], client: AsyncWebClient) -> None:
         await report_failure(error=error, client=client, body=body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
@@ -29,11 +31,19 @@ async def open_correction_modal(
     await client.views_open(trigger_id=trigger_id, view=modal)
 
 
-def interaction_by_id(deps: BotDeps, interaction_id: int) -> Interaction | None:
-    with session_scope(deps.services.engine) as session:
-        return interaction_repo.get_interaction(session=session, interaction_id=interaction_id)
+async def interaction_by_id(deps: BotDeps, interaction_id: int) -> Interaction | None:
+    def read() -> Interaction | None:
+        with session_scope(deps.services.engine) as session:
+            return interaction_repo.get_interaction(session=session, interaction_id=interaction_id)
+
+    return await asyncio.to_thread(read)
 
 
-def interaction_by_message(deps: BotDeps, *, channel: str, message_ts: str) -> Interaction | None:
-    with session_scope(deps.services.engine) as session:
-        return interaction_repo.find_by_message(session=session, channel=channel, message_ts=message_ts)
+async def interaction_by_message(deps: BotDeps, *, channel: str, message_ts: str) -> Interaction | None:
+    """The interaction whose answer is the bot's message `channel`/`message_ts`, if any."""
+
+    def read() -> Interaction | None:
+        with session_scope(deps.services.engine) as session:
+            return interaction_repo.find_by_message(session=session, channel=channel, message_ts=message_ts)
+
+    return await asyncio.to_thread(read)

@@ -4,12 +4,17 @@ Slack redelivers an event when the ack was late (X-Slack-Retry-Num, same event_i
 retry headers are lost, so the event id is what counts), and it delivers one @mention twice (app_mention
 and message, two event ids, one channel+ts). A unique key in the database makes the claim atomic across
 requests and processes, and survives a restart.
+
+Claims are store writes: they run in a worker thread, and only after the ack (a busy database must never
+delay an ack past Slack's 3 seconds, which would bring the very retries this deduplicates).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -39,8 +44,15 @@ class EventDeduper:
             log.info("slack.duplicate key=%s", key)
         return claimed
 
-    def event(self, event_id: str) -> bool:
-        return self.first_time(f"slack:event:{event_id}")
+    async def event(self, event_id: str) -> bool:
+        return await asyncio.to_thread(self.first_time, f"slack:event:{event_id}")
 
-    def message(self, channel: str, ts: str) -> bool:
-        return self.first_time(f"slack:message:{channel}:{ts}")
+    async def message(self, channel: str, ts: str) -> bool:
+        return await asyncio.to_thread(self.first_time, f"slack:message:{channel}:{ts}")
+
+    async def first_delivery(self, body: dict[str, Any]) -> bool:
+        """False for an event callback whose event id was claimed before (a retry, a Socket Mode redelivery)."""
+        event_id = body.get("event_id")
+        if body.get("type") != "event_callback" or not event_id:
+            return True
+        return await self.event(str(event_id))

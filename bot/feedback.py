@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import BotDeps
@@ -17,7 +19,9 @@ async def vote_and_confirm(
     channel: str | None,
     thread_ts: str | None,
 ) -> None:
-    feedback = deps.services.feedback.vote(interaction_id=interaction_id, user_id=user_id, vote=vote)
+    feedback = await asyncio.to_thread(
+        deps.services.feedback.vote, interaction_id=interaction_id, user_id=user_id, vote=vote
+    )
     replaced = feedback.updated_at > feedback.created_at
     text = f"Thanks, your {'👍' if vote > 0 else '👎'} is recorded" + (
         " (it replaces your earlier vote)." if replaced else "."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
@@ -11,6 +13,7 @@ from store.db import session_scope
 
 
 def build_home(deps: BotDeps, *, user_id: str, notice: str | None = None) -> views.Block:
+    """The Home view for `user_id`; reads the store (call it off the event loop)."""
     is_reviewer = deps.access.is_reviewer(user_id)
     is_admin = deps.access.is_admin(user_id)
     pending: list[views.PendingCorrection] = []
@@ -38,4 +41,5 @@ def build_home(deps: BotDeps, *, user_id: str, notice: str | None = None) -> vie
 
 
 async def publish_home(deps: BotDeps, client: AsyncWebClient, *, user_id: str, notice: str | None = None) -> None:
-    await client.views_publish(user_id=user_id, view=build_home(deps, user_id=user_id, notice=notice))
+    view = await asyncio.to_thread(build_home, deps, user_id=user_id, notice=notice)
+    await client.views_publish(user_id=user_id, view=view)

@@ -3,6 +3,7 @@
 An action that succeeds writes its audit event in its own commit (the new active version, the new run);
 a refusal or a failure is audited on its own afterwards, when nothing has changed. Promotions and
 rollbacks are also published to the admin notifiers (the Slack admin channel), after the fact.
+Store work runs in worker threads (`asyncio.to_thread`): the event loop also acks Slack.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from store import feedback as feedback_repo
 from store import runs as run_repo
 from store.audit import AuditEntry
 from store.db import session_scope
+from store.models import AdapterVersion
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,14 +66,14 @@ class AdminService:
         adapter = await self._audited(
             user_id, source, "promote", version, lambda ok: self._registry.promote(version, audit=ok)
         )
-        self._announce(AdminEventKind.promoted, adapter, actor=user_id, source=source)
+        await self._announce(AdminEventKind.promoted, adapter, actor=user_id, source=source)
         return adapter
 
     async def rollback(self, *, version: str | None, user_id: str, source: str) -> ServedAdapter:
         adapter = await self._audited(
             user_id, source, "rollback", version, lambda ok: self._registry.rollback(version, audit=ok)
         )
-        self._announce(AdminEventKind.rolled_back, adapter, actor=user_id, source=source)
+        await self._announce(AdminEventKind.rolled_back, adapter, actor=user_id, source=source)
         return adapter
 
     async def retrain(self, *, user_id: str, source: str) -> int:
@@ -126,6 +128,12 @@ class AdminService:
                 return run
             await asyncio.sleep(poll_s)  # the polling interval of a store read, not synchronisation
 
+    def refusal(self, action: str, user_id: str) -> Forbidden | None:
+        """The error refusing `action` to `user_id`, or None for an admin. Reads nothing; audits nothing."""
+        if self._access.is_admin(user_id):
+            return None
+        return Forbidden(f"{action} needs an admin; {user_id} is not one", hint=self._access.refusal_hint(Role.admin))
+
     async def _audited(
         self, user_id: str, source: str, action: str, target: str | None, call: Callable[[AuditEntry], Awaitable[T]]
     ) -> T:
@@ -135,20 +143,21 @@ class AdminService:
         with its message, anything else as "unexpected: <type>" (the edge answers it with a reference).
         """
         entry = AuditEntry(actor=user_id, source=source, action=action, target=target)
-        if not self._access.is_admin(user_id):
-            self._audit(replace(entry, outcome="refused", detail={"reason": "not an admin"}))
-            raise Forbidden(
-                f"{action} needs an admin; {user_id} is not one",
-                hint=self._access.refusal_hint(Role.admin),
-            )
+        refused = self.refusal(action, user_id)
+        if refused is not None:
+            await asyncio.to_thread(self._audit, replace(entry, outcome="refused", detail={"reason": "not an admin"}))
+            raise refused
         try:
             result = await call(entry)
         except TuneloopError as error:
-            self._audit_failure(replace(entry, outcome="failed", detail={"error": error.message}))
+            await asyncio.to_thread(
+                self._audit_failure, replace(entry, outcome="failed", detail={"error": error.message})
+            )
             raise
         except Exception as error:
-            self._audit_failure(
-                replace(entry, outcome="failed", detail={"error": f"unexpected: {type(error).__name__}"})
+            await asyncio.to_thread(
+                self._audit_failure,
+                replace(entry, outcome="failed", detail={"error": f"unexpected: {type(error).__name__}"}),
             )
             raise
         log.info("audit action=%s actor=%s target=%s outcome=ok", action, user_id, target)
@@ -169,14 +178,13 @@ class AdminService:
         except Exception:
             log.exception("audit.write_failed action=%s actor=%s target=%s", entry.action, entry.actor, entry.target)
 
-    def _announce(self, kind: AdminEventKind, adapter: ServedAdapter, *, actor: str, source: str) -> None:
+    async def _announce(self, kind: AdminEventKind, adapter: ServedAdapter, *, actor: str, source: str) -> None:
         """Publish a swap that has happened; telling admins about it never fails the swap."""
         if self._events is None or not self._events.listened:
             return
         previous = self._registry.previous  # read before anything can await: the swap just made is the last one
         try:
-            with session_scope(self._engine) as session:
-                row = adapter_repo.get_version(session=session, version=adapter.version)
+            row = await asyncio.to_thread(self._version_row, adapter.version)
             event = AdminEvent(
                 kind=kind,
                 actor=actor,
@@ -191,3 +199,6 @@ class AdminService:
             return
         self._events.publish(event)
 
+    def _version_row(self, version: str) -> AdapterVersion | None:
+        with session_scope(self._engine) as session:
+            return adapter_repo.get_version(session=session, version=version)

@@ -1,11 +1,12 @@
 """The answer service: record the question, ask vLLM under the active adapter, record the answer.
 
 The question is written before the model is asked, so that a dead model server or an unusable input
-loses nothing: the interaction is kept with status "failed" and the cause.
+loses nothing: the interaction is kept with status "failed" and the cause. Store writes run in worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -117,7 +118,7 @@ class AnswerService:
 
     async def ask_stream(self, question: Question) -> AsyncIterator[str | Answer]:
         """Yield text deltas, then one final Answer. Raises TuneloopError after recording the failure."""
-        interaction_id = self.record_question(question)
+        interaction_id = await asyncio.to_thread(self.record_question, question)
         started = time.perf_counter()
         log.info("answer.start interaction=%s source=%s chars=%d", interaction_id, question.source, len(question.text))
         try:
@@ -149,10 +150,12 @@ class AnswerService:
                     await self._registry.restore()
             text = "".join(parts).strip()
         except TuneloopError as error:
-            self.record_failure(interaction_id, started=started, error=error)
+            await asyncio.to_thread(self.record_failure, interaction_id, started=started, error=error)
             error.interaction_id = interaction_id
             raise
-        latency_ms = self.record_answer(interaction_id, text=text, adapter_version=adapter.version, started=started)
+        latency_ms = await asyncio.to_thread(
+            self.record_answer, interaction_id, text=text, adapter_version=adapter.version, started=started
+        )
         yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version, latency_ms=latency_ms)
 
     def record_answer(self, interaction_id: int, *, text: str, adapter_version: str, started: float) -> int:

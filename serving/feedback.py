@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from serving.access import AccessPolicy
 from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound
@@ -34,18 +35,15 @@ class FeedbackService:
         log.info("feedback.vote interaction=%s vote=%+d", interaction_id, vote)
         return feedback
 
+    def check_correction(self, *, interaction_id: int, text: str) -> None:
+        """Raise what `correct` would refuse `text` for, reading only (Slack's modal acks with it before the write)."""
+        with session_scope(self._engine) as session:
+            self._refuse_unusable(session, interaction_id=interaction_id, text=text.strip())
+
     def correct(self, *, interaction_id: int, user_id: str, text: str) -> Correction:
         text = text.strip()
         with session_scope(self._engine) as session:
-            interaction = interaction_repo.get_interaction(session=session, interaction_id=interaction_id)
-            if interaction is None:
-                raise NotFound(f"interaction {interaction_id} does not exist")
-            if not text:
-                raise InvalidQuestion("the correction is empty", hint="Write the answer the bot should give.")
-            if len(text) > MAX_CORRECTION_CHARS:
-                raise InvalidQuestion(f"the correction is over {MAX_CORRECTION_CHARS:,} characters")
-            if text == (interaction.answer or "").strip():
-                raise InvalidQuestion("the correction is the same as the answer", hint="Change the text first.")
+            self._refuse_unusable(session, interaction_id=interaction_id, text=text)
             correction = feedback_repo.create_correction(
                 session=session,
                 interaction_id=interaction_id,
@@ -55,6 +53,18 @@ class FeedbackService:
             )
         log.info("feedback.correction id=%s interaction=%s status=%s", correction.id, interaction_id, correction.status)
         return correction
+
+    @staticmethod
+    def _refuse_unusable(session: Session, *, interaction_id: int, text: str) -> None:
+        interaction = interaction_repo.get_interaction(session=session, interaction_id=interaction_id)
+        if interaction is None:
+            raise NotFound(f"interaction {interaction_id} does not exist")
+        if not text:
+            raise InvalidQuestion("the correction is empty", hint="Write the answer the bot should give.")
+        if len(text) > MAX_CORRECTION_CHARS:
+            raise InvalidQuestion(f"the correction is over {MAX_CORRECTION_CHARS:,} characters")
+        if text == (interaction.answer or "").strip():
+            raise InvalidQuestion("the correction is the same as the answer", hint="Change the text first.")
 
     def review(self, *, correction_id: int, user_id: str, approve: bool) -> Correction:
         if not self._access.is_reviewer(user_id):

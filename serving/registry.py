@@ -4,6 +4,7 @@ Every version is loaded into vLLM under its own name (`tuneloop-v0001`, ...), be
 one name serves stale answers from the prefix cache. Switching is a pointer swap under a lock; the
 previous version stays loaded so that a rollback is instant, and older ones are unloaded only after
 the requests running on them have finished. A switch and its audit event are stored in one commit.
+Store reads and writes run in worker threads; a switch still happens whole under the swap lock.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from store import adapters as adapter_repo
 from store import audit as audit_repo
 from store.audit import AuditEntry
 from store.db import session_scope
-from store.models import BASE_VERSION, AdapterStatus
+from store.models import BASE_VERSION, AdapterStatus, AdapterVersion
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,7 @@ class AdapterRegistry:
     # --- changing ------------------------------------------------------------------------------
     async def restore(self) -> ServedAdapter:
         """Load the active and previous versions recorded in the store (at start-up, or after vLLM restarted)."""
-        with session_scope(self._engine) as session:
-            adapter_repo.ensure_base_version(session=session)
-            active = adapter_repo.get_active_version(session=session)
-            previous = adapter_repo.previous_active_version(session=session)
+        active, previous = await asyncio.to_thread(self._recorded_versions)
         self._loaded = {BASE_VERSION: self._base}
         for row in (previous, active):
             if row is not None and row.version != BASE_VERSION and row.path:
@@ -115,8 +113,7 @@ class AdapterRegistry:
         """Make `version` servable (e.g. a candidate for evaluation) without making it active."""
         if version in self._loaded:
             return self._loaded[version]
-        with session_scope(self._engine) as session:
-            row = adapter_repo.get_version(session=session, version=version)
+        row = await asyncio.to_thread(self._version_row, version)
         if row is None:
             raise NotFound(f"adapter version {version} does not exist", hint="List versions with `tuneloop adapters`.")
         if not row.path:
@@ -133,15 +130,17 @@ class AdapterRegistry:
             started = time.perf_counter()
             adapter = await self.load(version)
             previous = self._active
-            with session_scope(self._engine) as session:
-                adapter_repo.mark_active(session=session, version=version, commit=False)
-                if audit is not None:
-                    detail = {**audit.detail, "active": version, "previous": previous.version}
-                    audit_repo.add_audit(session=session, entry=replace(audit, detail=detail))
-                session.commit()
-            if previous.version != adapter.version:
-                self._previous = previous
-            self._active = adapter  # the swap itself: new requests pick this up from here on
+            stored = asyncio.ensure_future(
+                asyncio.to_thread(self._store_active, version, previous=previous.version, audit=audit)
+            )
+            try:
+                await asyncio.shield(stored)
+            except asyncio.CancelledError:
+                # The commit goes on in its thread: the pointer follows it before the lock is let go.
+                await stored
+                self._swap(adapter, previous=previous)
+                raise
+            self._swap(adapter, previous=previous)
             self.last_swap_ms = (time.perf_counter() - started) * 1000
             log.info(
                 "registry.promoted version=%s previous=%s swap_ms=%.1f", version, previous.version, self.last_swap_ms
@@ -160,13 +159,11 @@ class AdapterRegistry:
     async def rollback(self, version: str | None = None, *, audit: AuditEntry | None = None) -> ServedAdapter:
         """Serve `version`, or when None the version that served before the current one (`audit` as in promote)."""
         if version is None:
-            with session_scope(self._engine) as session:
-                previous = adapter_repo.previous_active_version(session=session)
+            previous = await asyncio.to_thread(self._previous_row)
             if previous is None:
                 raise Conflict("there is no earlier version to roll back to")
             version = previous.version
-        with session_scope(self._engine) as session:
-            row = adapter_repo.get_version(session=session, version=version)
+        row = await asyncio.to_thread(self._version_row, version)
         if row is None:
             raise NotFound(f"adapter version {version} does not exist")
         if row.status == AdapterStatus.active:
@@ -180,6 +177,36 @@ class AdapterRegistry:
         await self._unload(version)
 
     # --- internals -----------------------------------------------------------------------------
+    def _swap(self, adapter: ServedAdapter, *, previous: ServedAdapter) -> None:
+        if previous.version != adapter.version:
+            self._previous = previous
+        self._active = adapter  # the swap itself: new requests pick this up from here on
+
+    def _recorded_versions(self) -> tuple[AdapterVersion | None, AdapterVersion | None]:
+        """The active and the previously active versions as the store has them."""
+        with session_scope(self._engine) as session:
+            adapter_repo.ensure_base_version(session=session)
+            active = adapter_repo.get_active_version(session=session)
+            previous = adapter_repo.previous_active_version(session=session)
+        return active, previous
+
+    def _version_row(self, version: str) -> AdapterVersion | None:
+        with session_scope(self._engine) as session:
+            return adapter_repo.get_version(session=session, version=version)
+
+    def _previous_row(self) -> AdapterVersion | None:
+        with session_scope(self._engine) as session:
+            return adapter_repo.previous_active_version(session=session)
+
+    def _store_active(self, version: str, *, previous: str, audit: AuditEntry | None) -> None:
+        """Mark `version` active and store `audit` with it, in one commit."""
+        with session_scope(self._engine) as session:
+            adapter_repo.mark_active(session=session, version=version, commit=False)
+            if audit is not None:
+                detail = {**audit.detail, "active": version, "previous": previous}
+                audit_repo.add_audit(session=session, entry=replace(audit, detail=detail))
+            session.commit()
+
     async def _load(self, version: str, path: str) -> ServedAdapter:
         if not (Path(path) / "adapter_config.json").is_file():
             raise EngineRejected(f"adapter {version} at {path} is missing adapter_config.json")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -185,3 +187,25 @@ def service(tmp_path: Path, base_model_dir: Path, vllm_url: str) -> Iterator[Run
     running = RunningService(make_settings(tmp_path, base_model_dir=base_model_dir, vllm_url=vllm_url)).start()
     yield running
     running.stop()
+
+
+# Listens on a port, says so, and waits: what an orphaned vLLM looks like from outside.
+_LISTENER = """
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def port_held() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Another process listening on a free port: (the process, the port)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", _LISTENER, str(port)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "listening"
+    yield process, port
+    process.kill()
+    process.wait(timeout=10)

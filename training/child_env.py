@@ -1,8 +1,11 @@
-"""The environment a child process we start (the trainer, vLLM) may see: an allowlist, not the parent's whole.
+"""How a child process we start (the trainer, vLLM) is set up: what environment it sees, and that it dies with us.
 
 The service's environment holds the Slack tokens, the database URL and password and every TUNELOOP_
 setting; a child that runs model code needs none of them. Only what Python, the ML libraries and the
 accelerator runtimes read is passed on, plus what the caller adds.
+
+A child outlives a service that is killed hard (SIGKILL, the OOM killer) unless the kernel is told otherwise:
+`die_with_parent` asks Linux for a signal to the child when its parent goes (PR_SET_PDEATHSIG).
 
 It lives in training, beside the trainer's own child process, because serving may import training (only
 training -> serving and bot -> training are forbidden) while training may not import serving.
@@ -10,8 +13,11 @@ training -> serving and bot -> training are forbidden) while training may not im
 
 from __future__ import annotations
 
+import ctypes
 import os
-from collections.abc import Mapping
+import signal
+import sys
+from collections.abc import Callable, Mapping
 
 # Exact names.
 _NAMES = frozenset(
@@ -41,3 +47,28 @@ def child_environment(
     env = {name: value for name, value in environ.items() if is_passed_to_children(name)}
     env.update(extra or {})
     return env
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Looked up once, in the parent: after fork only async-signal-safe work belongs in the child.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child sent `sig` when the process starting it dies; None where Linux's is missing.
+
+    The kernel sends it when the *thread* that forked the child ends: start children from a thread that lives
+    as long as the service (its event loop's), not from a worker thread.
+    """
+    if _prctl is None:
+        return None
+    prctl = _prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before the request was in place
+            os.kill(os.getpid(), sig)
+
+    return in_child

@@ -169,6 +169,7 @@ def serve() -> None:
 
     import uvicorn
 
+    from serving.engine import port_holder
     from tuneloop.base_model import BaseModelError, check_model_folder
     from tuneloop.logs import configure_logging
     from tuneloop.service import build_service
@@ -183,6 +184,15 @@ def serve() -> None:
             # One line, before anything starts: otherwise the engine keeper retries it every few seconds.
             logging.getLogger(__name__).error("serve.base_model_unusable error=%s", error)
             raise typer.Exit(1) from None
+        # A vLLM left by a crashed service would answer our health checks: name it instead of serving against it.
+        holder = port_holder(settings.serving.vllm_host, settings.serving.vllm_port)
+        if holder is not None:
+            logging.getLogger(__name__).error(
+                "serve.vllm_port_taken error=%s hint=%s",
+                f"port {settings.serving.vllm_port} for vLLM is already held by {holder}",
+                "stop it, or set TUNELOOP_SERVING__VLLM_PORT to a free port",
+            )
+            raise typer.Exit(1)
     service = build_service(settings)
     host, port = settings.serving.host, settings.serving.port
     console.print(f"[bold]tuneloop[/] on http://{host}:{port}  (health: /healthz, OpenAI API: /v1, docs: /docs)")

@@ -1,6 +1,8 @@
 """One tuning cycle: datasets -> paraphrases -> training (child process) -> register -> load -> promote.
 
 Every stage writes the run record, so `GET /admin/runs/{id}` shows where a cycle is and why it stopped.
+The cycle runs on the service's event loop, so its store work, dataset building, redaction and file
+writing run in worker threads (`asyncio.to_thread`): the loop keeps answering Slack and the API meanwhile.
 
 The cycle's own decisions are audited with actor "tuneloop" and source "cycle", whoever started the run:
 the gate decided, not the person (their `retrain` is audited under their name, in the commit that creates
@@ -88,6 +90,9 @@ class TuningCycle:
         self._events = events
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # Progress from synchronous callbacks: the newest value waits while one write is in flight.
+        self._progress_writer: asyncio.Task[None] | None = None
+        self._latest_progress: tuple[int, dict[str, Any]] | None = None
         # Names this process as the lock's holder; a restarted process is a new holder.
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -110,17 +115,17 @@ class TuningCycle:
     async def start(self, *, trigger: str, user_id: str | None, force: bool, audit: AuditEntry | None = None) -> int:
         """Start a cycle; `audit` (the action that asked for it) is stored in the run's creating commit."""
         if self._lock.locked():
-            raise self._busy()
+            raise await asyncio.to_thread(self._busy)
         await self._lock.acquire()
         try:
             # The database lock covers every process on this database; the asyncio lock, this one.
-            with session_scope(self._engine) as session:
-                if not lock_repo.try_acquire(session=session, name=CYCLE_LOCK, holder=self._holder, ttl_s=LOCK_TTL_S):
-                    raise self._busy()
+            if not await asyncio.to_thread(self._try_db_lock):
+                raise await asyncio.to_thread(self._busy)
             try:
-                run_id = self._create_run(trigger=trigger, user_id=user_id, audit=audit)
+                run_id = await asyncio.to_thread(self._create_run, trigger=trigger, user_id=user_id, audit=audit)
             except BaseException:
-                self._release_db_lock()  # else it would stay taken until its time-to-live runs out
+                # Else it would stay taken until its time-to-live runs out.
+                await asyncio.to_thread(self._release_db_lock)
                 raise
         except BaseException:
             self._lock.release()
@@ -140,6 +145,10 @@ class TuningCycle:
             session.commit()
             return run.id
 
+    def _try_db_lock(self) -> bool:
+        with session_scope(self._engine) as session:
+            return lock_repo.try_acquire(session=session, name=CYCLE_LOCK, holder=self._holder, ttl_s=LOCK_TTL_S)
+
     def _release_db_lock(self) -> None:
         with session_scope(self._engine) as session:
             lock_repo.release(session=session, name=CYCLE_LOCK, holder=self._holder)
@@ -158,9 +167,7 @@ class TuningCycle:
 
     async def run_nightly(self) -> int | None:
         """The scheduled job: a cycle only when there is new feedback since the last one that trained."""
-        with session_scope(self._engine) as session:
-            last = run_repo.last_finished_run(session=session)
-            new = feedback_repo.count_new_feedback(session=session, since=last.started_at if last else None)
+        new = await asyncio.to_thread(self._new_feedback)
         if new == 0:
             log.info("cycle.nightly_skipped reason=no new feedback since the last run")
             return None
@@ -171,6 +178,11 @@ class TuningCycle:
             return None
         await self.wait()
         return run_id
+
+    def _new_feedback(self) -> int:
+        with session_scope(self._engine) as session:
+            last = run_repo.last_finished_run(session=session)
+            return feedback_repo.count_new_feedback(session=session, since=last.started_at if last else None)
 
     async def export(self) -> dict[str, list[dict[str, Any]]]:
         """The exact rows the next cycle would train on (paraphrases included)."""
@@ -186,14 +198,22 @@ class TuningCycle:
         except Exception as error:
             cause = self._cause(error)
             log.exception("cycle.failed run=%s", run_id)
-            self._fail(run_id, cause)
+            await self._settle_progress()
+            run = await asyncio.to_thread(self._store_failure, run_id, cause)
+            self._publish(AdminEventKind.cycle_failed, run, version=run.adapter_version, reason=cause)
         finally:
             heartbeat.cancel()
-            self._release_db_lock()
-            self._lock.release()
+            try:
+                await asyncio.to_thread(self._release_db_lock)
+            finally:
+                self._lock.release()
 
     def _fail(self, run_id: int, cause: str) -> None:
-        """Mark the run failed and audit it in one commit, then tell the admins."""
+        """Mark the run failed and audit it in one commit, then tell the admins (on the loop's thread)."""
+        run = self._store_failure(run_id, cause)
+        self._publish(AdminEventKind.cycle_failed, run, version=run.adapter_version, reason=cause)
+
+    def _store_failure(self, run_id: int, cause: str) -> TrainingRun:
         with session_scope(self._engine) as session:
             run = _existing_run(session, run_id)
             version = run.adapter_version
@@ -202,8 +222,7 @@ class TuningCycle:
                 entry=_cycle_entry(run, action="cycle_failed", target=version, outcome="failed", error=cause),
             )
             # update_run commits the session: the staged audit event is stored with the failed status, or neither.
-            run = run_repo.update_run(session=session, run_id=run_id, status=RunStatus.failed, error=cause)
-        self._publish(AdminEventKind.cycle_failed, run, version=version, reason=cause)
+            return run_repo.update_run(session=session, run_id=run_id, status=RunStatus.failed, error=cause)
 
     def _cause(self, error: Exception) -> str:
         if isinstance(error, TuneloopError):
@@ -215,35 +234,38 @@ class TuningCycle:
     async def _keep_lock(self) -> None:
         while True:
             await asyncio.sleep(LOCK_TTL_S / 4)  # a heartbeat period, not synchronisation
-            with session_scope(self._engine) as session:
-                if not lock_repo.refresh(session=session, name=CYCLE_LOCK, holder=self._holder):
-                    log.error("cycle.lock_lost holder=%s", self._holder)
+            if not await asyncio.to_thread(self._refresh_db_lock):
+                log.error("cycle.lock_lost holder=%s", self._holder)
+
+    def _refresh_db_lock(self) -> bool:
+        with session_scope(self._engine) as session:
+            return lock_repo.refresh(session=session, name=CYCLE_LOCK, holder=self._holder)
 
     async def _run(self, run_id: int, *, force: bool) -> None:
         timings: dict[str, float] = {}
         run_dir = self._settings.runs_dir / f"run-{run_id:04d}"
-        self._update(run_id, status=RunStatus.running, stage="datasets")
+        await self._set(run_id, status=RunStatus.running, stage="datasets")
 
         started = time.perf_counter()
-        datasets = self._build()
+        datasets = await asyncio.to_thread(self._build)
         counts = datasets.counts()
-        self._update(run_id, counts=counts)
+        await self._set(run_id, counts=counts)
         if counts["sft_corrections"] + counts["sft_upvoted"] == 0:
-            self._update(
+            await self._set(
                 run_id,
                 status=RunStatus.skipped,
                 stage="datasets",
                 error="nothing to train on: no approved corrections or up-voted answers yet",
             )
             return
-        too_few = self._too_few_new_examples(run_id, datasets, force=force)
+        too_few = await asyncio.to_thread(self._too_few_new_examples, run_id, datasets, force=force)
         if too_few is not None:
-            self._update(run_id, status=RunStatus.skipped, stage="datasets", error=too_few)
+            await self._set(run_id, status=RunStatus.skipped, stage="datasets", error=too_few)
             log.info("cycle.skipped run=%s reason=%s", run_id, too_few)
             return
-        continue_from = self._continue_from()
+        continue_from = await asyncio.to_thread(self._continue_from)
         if continue_from is not None and datasets.new_examples(since=continue_from[1]) == 0:
-            self._update(
+            await self._set(
                 run_id,
                 status=RunStatus.skipped,
                 stage="datasets",
@@ -251,13 +273,13 @@ class TuningCycle:
             )
             return
         await self._augment(
-            datasets, on_progress=lambda done, total: self._update(run_id, progress={"step": done, "total": total})
+            datasets, on_progress=lambda done, total: self._report_progress(run_id, {"step": done, "total": total})
         )
         t = self._settings.training
         gate_items = (
             hold_out_groups(datasets, fraction=t.gate_heldout_groups, seed=t.seed + run_id)
             + hold_out_paraphrases(datasets, per_example=t.gate_heldout_paraphrases)
-            + load_regression_set()
+            + await asyncio.to_thread(load_regression_set)
             if t.gate_enabled
             else []
         )
@@ -267,19 +289,16 @@ class TuningCycle:
         timings["datasets_s"] = round(time.perf_counter() - started, 2)
 
         prompt = self._settings.serving.system_prompt
-        sft_path = write_jsonl(run_dir / SFT_FILENAME, sft_rows(datasets, system_prompt=prompt))
-        dpo = dpo_rows(datasets, system_prompt=prompt)
-        dpo_path = write_jsonl(run_dir / DPO_FILENAME, dpo) if dpo else None
+        sft_path, dpo_path = await asyncio.to_thread(self._write_datasets, datasets, run_dir)
         # The files are the exact training data; their hashes in the run record tell two runs' data apart.
         counts = {
             **datasets.counts(),
             "strategy": "continue" if continue_from else "from_base",
-            "dataset_sha256": dataset_sha256([p for p in (sft_path, dpo_path) if p]),
+            "dataset_sha256": await asyncio.to_thread(dataset_sha256, [p for p in (sft_path, dpo_path) if p]),
         }
-        self._update(run_id, counts=counts, timings=timings)
+        await self._set(run_id, counts=counts, timings=timings)
 
-        with session_scope(self._engine) as session:
-            version = adapter_repo.next_version_name(session=session)
+        version = await asyncio.to_thread(self._next_version_name)
         adapter_dir = self._settings.adapters_dir / version
         spec = self._train_spec(
             sft_path=sft_path,
@@ -287,7 +306,7 @@ class TuningCycle:
             output_dir=adapter_dir,
             init_adapter=continue_from[0] if continue_from else None,
         )
-        self._update(run_id, stage="training", progress={})
+        await self._set(run_id, stage="training", progress={})
         started = time.perf_counter()
         metrics = await train_in_subprocess(
             spec,
@@ -296,18 +315,13 @@ class TuningCycle:
             on_event=self._progress_reporter(run_id),
         )
         timings["training_s"] = round(time.perf_counter() - started, 2)
-        verify_adapter(adapter_dir)
-        self._update(run_id, stage="register", metrics=metrics, timings=timings, progress={})
+        await asyncio.to_thread(verify_adapter, adapter_dir)
+        await self._set(run_id, stage="register", metrics=metrics, timings=timings, progress={})
 
-        with session_scope(self._engine) as session:
-            adapter_repo.register_version(
-                session=session,
-                version=version,
-                path=str(adapter_dir.resolve()),
-                run_id=run_id,
-                metrics={"training": metrics, "counts": counts},
-            )
-        self._update(run_id, adapter_version=version, stage="evaluate")
+        await asyncio.to_thread(
+            self._register_version, version, adapter_dir=adapter_dir, run_id=run_id, metrics=metrics, counts=counts
+        )
+        await self._set(run_id, adapter_version=version, stage="evaluate")
 
         started = time.perf_counter()
         candidate = await self._registry.load(version)
@@ -325,36 +339,23 @@ class TuningCycle:
         else:
             gate, promote, reason = {"promote": True, "reason": "gate disabled"}, True, "gate disabled"
         timings["evaluation_s"] = round(time.perf_counter() - started, 2)
-        with session_scope(self._engine) as session:
-            adapter_repo.update_version_metrics(session=session, version=version, metrics={"gate": gate})
-        self._update(run_id, metrics={"gate": gate}, timings=timings, stage="promote" if promote else "rejected")
+        await asyncio.to_thread(self._store_gate, version, gate)
+        await self._set(run_id, metrics={"gate": gate}, timings=timings, stage="promote" if promote else "rejected")
 
         scores = {"gate": gate, "training": metrics}
         if not promote:
             kept = self._registry.active.version
-            with session_scope(self._engine) as session:
-                run = _existing_run(session, run_id)
-                adapter_repo.set_version_status(
-                    session=session, version=version, status=AdapterStatus.rejected, commit=False
-                )
-                audit_repo.add_audit(
-                    session=session, entry=_cycle_entry(run, action="reject", target=version, reason=reason, kept=kept)
-                )
-                # update_run commits the session: the rejected version, its audit event and the run's outcome at once.
-                run = run_repo.update_run(
-                    session=session, run_id=run_id, status=RunStatus.rejected, error=f"kept {kept}: {reason}"
-                )
+            run = await asyncio.to_thread(self._reject, run_id, version=version, reason=reason, kept=kept)
             await self._registry.discard(version)
             log.info("cycle.rejected run=%s version=%s reason=%s", run_id, version, reason)
             self._publish(AdminEventKind.rejected, run, version=version, previous=kept, reason=reason, metrics=scores)
             return
         started = time.perf_counter()
-        with session_scope(self._engine) as session:
-            run = _existing_run(session, run_id)
+        run = await asyncio.to_thread(self._existing_run, run_id)
         await self._registry.promote(version, audit=_cycle_entry(run, action="promote", target=version, gate=reason))
         previous = self._registry.previous  # read before anything can await: the swap just made is the last one
         timings["swap_s"] = round(time.perf_counter() - started, 3)
-        self._update(run_id, status=RunStatus.succeeded, stage="done", timings=timings)
+        await self._set(run_id, status=RunStatus.succeeded, stage="done", timings=timings)
         log.info("cycle.succeeded run=%s version=%s gate=%s timings=%s", run_id, version, reason, timings)
         self._publish(
             AdminEventKind.promoted,
@@ -364,6 +365,52 @@ class TuningCycle:
             reason=reason,
             metrics=scores,
         )
+
+    # --- store work, run in worker threads ----------------------------------------------------
+    def _write_datasets(self, datasets: Datasets, run_dir: Path) -> tuple[Path, Path | None]:
+        prompt = self._settings.serving.system_prompt
+        sft_path = write_jsonl(run_dir / SFT_FILENAME, sft_rows(datasets, system_prompt=prompt))
+        dpo = dpo_rows(datasets, system_prompt=prompt)
+        return sft_path, write_jsonl(run_dir / DPO_FILENAME, dpo) if dpo else None
+
+    def _next_version_name(self) -> str:
+        with session_scope(self._engine) as session:
+            return adapter_repo.next_version_name(session=session)
+
+    def _register_version(
+        self, version: str, *, adapter_dir: Path, run_id: int, metrics: dict[str, Any], counts: dict[str, Any]
+    ) -> None:
+        with session_scope(self._engine) as session:
+            adapter_repo.register_version(
+                session=session,
+                version=version,
+                path=str(adapter_dir.resolve()),
+                run_id=run_id,
+                metrics={"training": metrics, "counts": counts},
+            )
+
+    def _store_gate(self, version: str, gate: dict[str, Any]) -> None:
+        with session_scope(self._engine) as session:
+            adapter_repo.update_version_metrics(session=session, version=version, metrics={"gate": gate})
+
+    def _reject(self, run_id: int, *, version: str, reason: str, kept: str) -> TrainingRun:
+        """Mark the candidate rejected, audit it and close the run, in one commit."""
+        with session_scope(self._engine) as session:
+            run = _existing_run(session, run_id)
+            adapter_repo.set_version_status(
+                session=session, version=version, status=AdapterStatus.rejected, commit=False
+            )
+            audit_repo.add_audit(
+                session=session, entry=_cycle_entry(run, action="reject", target=version, reason=reason, kept=kept)
+            )
+            # update_run commits the session: the rejected version, its audit event and the run's outcome at once.
+            return run_repo.update_run(
+                session=session, run_id=run_id, status=RunStatus.rejected, error=f"kept {kept}: {reason}"
+            )
+
+    def _existing_run(self, run_id: int) -> TrainingRun:
+        with session_scope(self._engine) as session:
+            return _existing_run(session, run_id)
 
     def _publish(
         self,
@@ -392,7 +439,7 @@ class TuningCycle:
         self._events.publish(event)
 
     async def _prepare(self, *, on_progress: Any) -> Datasets:
-        datasets = self._build()
+        datasets = await asyncio.to_thread(self._build)
         await self._augment(datasets, on_progress=on_progress)
         return datasets
 
@@ -418,7 +465,7 @@ class TuningCycle:
         if datasets.examples and self._settings.training.anchors:
             await add_anchors(datasets, answer=self._base_answer)
         # Model-written paraphrases and anchor answers are text too: nothing reaches a file unredacted.
-        redact_datasets(datasets)
+        await asyncio.to_thread(redact_datasets, datasets)
 
     def _continue_from(self) -> tuple[str, datetime] | None:
         """With the `continue` strategy: the active adapter's folder, and when the data it learnt was taken."""
@@ -503,13 +550,37 @@ class TuningCycle:
             final = event.get("step") == event.get("total")
             if now - last >= PROGRESS_INTERVAL_S or final:
                 last = now
-                self._update(run_id, progress={k: v for k, v in event.items() if k != "event"})
+                self._report_progress(run_id, {k: v for k, v in event.items() if k != "event"})
 
         return report
 
     def _update(self, run_id: int, **changes: Any) -> None:
         with session_scope(self._engine) as session:
             run_repo.update_run(session=session, run_id=run_id, **changes)
+
+    async def _set(self, run_id: int, **changes: Any) -> None:
+        """Update the run record from the loop: after any progress write in flight, so the stage always lands last."""
+        await self._settle_progress()
+        await asyncio.to_thread(self._update, run_id, **changes)
+
+    def _report_progress(self, run_id: int, progress: dict[str, Any]) -> None:
+        """For synchronous progress callbacks on the loop: the write happens in a thread, the newest value wins."""
+        self._latest_progress = (run_id, progress)
+        if self._progress_writer is None or self._progress_writer.done():
+            self._progress_writer = asyncio.create_task(self._write_progress())
+
+    async def _write_progress(self) -> None:
+        while self._latest_progress is not None:
+            run_id, progress = self._latest_progress
+            self._latest_progress = None
+            try:
+                await asyncio.to_thread(self._update, run_id, progress=progress)
+            except Exception:  # progress is for watching a run; failing to show it must not fail the run
+                log.exception("cycle.progress_not_stored run=%s", run_id)
+
+    async def _settle_progress(self) -> None:
+        if self._progress_writer is not None:
+            await self._progress_writer
 
 
 def _existing_run(session: Session, run_id: int) -> TrainingRun:

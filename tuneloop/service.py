@@ -32,7 +32,25 @@ from tuneloop.scheduler import build_scheduler
 from tuneloop.settings import Settings
 
 log = logging.getLogger(__name__)
-RESTART_BACKOFF_S = 5.0
+# How often a running engine is probed for liveness.
+PROBE_INTERVAL_S = 5.0
+
+
+@dataclass
+class RestartBackoff:
+    """Waits between engine restarts: doubling from `first_s` up to `cap_s`, back to `first_s` once it served."""
+
+    first_s: float = 2.0
+    cap_s: float = 60.0
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.first_s * 2.0**self.failures)
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 @dataclass(kw_only=True)
@@ -184,7 +202,8 @@ def _build_slack(settings: Settings, services: Services, access: AccessPolicy) -
 
 
 async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: Settings) -> None:
-    """Start vLLM, load the active adapter, and start both again whenever vLLM dies."""
+    """Start vLLM, load the active adapter, and start both again whenever vLLM dies, backing off between tries."""
+    backoff = RestartBackoff()
     while True:
         try:
             if vllm is not None:
@@ -196,9 +215,10 @@ async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: S
                 raise TuneloopError(f"the vLLM server at {services.client.base_url} is not healthy")
             await services.registry.restore()
             services.ready.set()
+            backoff.reset()
             log.info("service.ready active_adapter=%s", services.registry.active.version)
             while (vllm is None or vllm.running) and await _healthy_or_busy(services):
-                await asyncio.sleep(RESTART_BACKOFF_S)  # a liveness probe interval, not synchronisation
+                await asyncio.sleep(PROBE_INTERVAL_S)  # a liveness probe interval, not synchronisation
             log.error("engine.down action=restart")
         except TuneloopError as error:
             log.error("engine.unavailable error=%s hint=%s", error.message, error.hint or "-")
@@ -209,7 +229,9 @@ async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: S
         services.ready.clear()
         if vllm is not None:
             await asyncio.to_thread(vllm.stop)
-        await asyncio.sleep(RESTART_BACKOFF_S)
+        delay = backoff.next_delay()
+        log.info("engine.retry_in seconds=%.0f attempt=%d", delay, backoff.failures)
+        await asyncio.sleep(delay)  # backing off before the next start, not synchronisation
 
 
 async def _healthy_or_busy(services: Services) -> bool:

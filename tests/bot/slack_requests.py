@@ -184,10 +184,10 @@ def slash_command(*, user: str, text: str, response_url: str, channel: str = "C_
 class SlackSender:
     """Posts signed requests to an app's /slack/events, as Slack does."""
 
-    def __init__(self, base_url: str, *, secret: str = SIGNING_SECRET) -> None:
+    def __init__(self, base_url: str, *, secret: str = SIGNING_SECRET, timeout_s: float = 30) -> None:
         self.url = f"{base_url}/slack/events"
         self.secret = secret
-        self.http = httpx.Client(timeout=30)
+        self.http = httpx.Client(timeout=timeout_s)
 
     def close(self) -> None:
         self.http.close()

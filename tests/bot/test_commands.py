@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,15 @@ def audits(service: RunningService) -> list[AuditEvent]:
         return list(reversed(audit_repo.list_audit(session=session)))
 
 
+def audited(service: RunningService, *, count: int = 1, timeout: float = 10.0) -> list[AuditEvent]:
+    """The audit events once there are `count` (a refusal is acked first and audited right after the ack)."""
+    deadline = time.monotonic() + timeout
+    while len(events := audits(service)) < count:
+        assert time.monotonic() < deadline, f"{len(events)} audit events after {timeout}s, expected {count}"
+        time.sleep(0.05)  # polling the store with a deadline
+    return events
+
+
 @pytest.mark.parametrize("user", [EMPLOYEE, ADMIN])
 def test_help_and_status_are_for_everyone(dead_slack_service: RunningService, command: Any, user: str) -> None:
     text, _ = command(user, "help")
@@ -72,7 +82,7 @@ def test_adapters_for_an_admin_and_an_audited_refusal_for_others(
 
     text, _ = command(EMPLOYEE, "adapters")
     assert "needs an admin" in text and "v0001" not in text
-    [event] = audits(dead_slack_service)
+    [event] = audited(dead_slack_service)
     assert (event.actor, event.action, event.outcome, event.source) == (EMPLOYEE, "adapters", "refused", "slack")
 
 
@@ -83,7 +93,7 @@ def test_admin_actions_are_refused_for_others_with_the_reason_and_audited(
     reply, _url = command(EMPLOYEE, text)
     assert "needs an admin" in reply and EMPLOYEE in reply
 
-    [event] = audits(dead_slack_service)
+    [event] = audited(dead_slack_service)
     assert (event.actor, event.action, event.outcome) == (EMPLOYEE, text.split()[0], "refused")
     slack_stub.settle()
     assert slack_stub.calls_to(RESPONSE_URL_METHOD) == []

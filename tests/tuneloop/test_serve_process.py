@@ -1,4 +1,4 @@
-"""`tuneloop serve` as a real process: it refuses to start, in one line, without a usable base model."""
+"""`tuneloop serve` as a real process: it refuses to start, in one line, without a usable base model or vLLM port."""
 
 from __future__ import annotations
 
@@ -89,3 +89,20 @@ def test_model_pull_refuses_a_missing_custom_folder(tmp_path: Path) -> None:
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=START_TIMEOUT_S)
     assert result.returncode != 0
     assert "does not exist" in result.stdout
+
+
+def test_serve_refuses_a_vllm_port_held_by_another_process_and_names_it(
+    tmp_path: Path, port_held: tuple[subprocess.Popen[str], int]
+) -> None:
+    """A vLLM left by a crashed service would answer the health checks: `make up` must not report healthy."""
+    holder, port = port_held
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")  # enough for the folder check; nothing loads it
+    result = run_serve(tmp_path, TUNELOOP_SERVING__BASE_MODEL=str(model), TUNELOOP_SERVING__VLLM_PORT=str(port))
+    fields = assert_one_refusal_line(result, says=f"port {port} for vLLM is already held by pid {holder.pid}")
+    assert "serve.vllm_port_taken" in fields
+    assert "socket" in fields["error"]  # the holder's command line
+    assert "TUNELOOP_SERVING__VLLM_PORT" in fields["hint"]
+    assert not (tmp_path / "var" / "tuneloop.db").exists()  # nothing was started

@@ -20,7 +20,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
     ) -> None:
         await ack()
-        interaction = interaction_by_id(deps, row_id(action))
+        interaction = await interaction_by_id(deps, row_id(action))
         await open_correction_modal(
             deps=deps, client=client, trigger_id=str(body["trigger_id"]), interaction=interaction
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -23,7 +24,9 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             user_id = str(body["user"]["id"])
             correction_id = row_id(action)
             try:
-                deps.services.feedback.review(correction_id=correction_id, user_id=user_id, approve=approve)
+                await asyncio.to_thread(
+                    deps.services.feedback.review, correction_id=correction_id, user_id=user_id, approve=approve
+                )
                 notice = f"Correction {correction_id} {'approved' if approve else 'rejected'}."
             except TuneloopError as error:
                 # Forbidden (not a reviewer), Conflict (someone reviewed it first), NotFound: say so on the tab.

@@ -2,11 +2,14 @@
 
 Everyone may use help and status; only admins the rest. Quick subcommands answer in the ack; retrain,
 promote and rollback ack at once and answer from the lazy listener through the response URL.
-Refusals say why and are audited, like every admin action.
+Refusals say why and are audited, like every admin action. A refusal needs no store: it is acked at once, and
+audited after the ack.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -90,21 +93,21 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         elif command.name == "help":
             await ack(text=views.HELP_TEXT)
         elif command.name == "status":
-            await ack(text=views.status_text(admin.status()))
+            await ack(text=views.status_text(await asyncio.to_thread(admin.status)))
         elif command.name == "adapters":
             if not deps.access.is_admin(user_id):
-                _audit_refusal(deps, user_id=user_id, action="adapters")
                 await ack(text=":no_entry: Listing adapters needs an admin; you are not one. Ask an admin.")
+                await asyncio.to_thread(_audit_refusal, deps, user_id=user_id, action="adapters")
             else:
-                await ack(text=views.adapters_text(admin.versions()))
+                await ack(text=views.adapters_text(await asyncio.to_thread(admin.versions)))
         elif command.name in SLOW:
-            if not deps.access.is_admin(user_id):
-                # The admin service refuses before doing anything slow, and audits the refusal.
-                try:
+            refused = admin.refusal(command.name, user_id)
+            if refused is not None:
+                await ack(text=refusal(refused))
+                # The admin service refuses it again, before doing anything, and audits the refusal.
+                with contextlib.suppress(Forbidden):
                     await _run_admin_action(deps, command, user_id=user_id)
-                except TuneloopError as error:
-                    await ack(text=refusal(error))
-                    return
+                return
             usage = command.usage_error()
             if usage:
                 await ack(text=usage)

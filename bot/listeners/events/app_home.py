@@ -12,8 +12,8 @@ from bot.home import publish_home
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
-    async def show_home(event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("tab", "home") == "home" and event.get("user"):
+    async def show_home(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") == "home" and event.get("user") and await deps.deduper.first_delivery(body):
             await publish_home(deps, client, user_id=str(event["user"]))
 
     app.event("app_home_opened")(show_home)

@@ -6,6 +6,7 @@ answer into it with chat.update at most once per `stream_interval_s`, then rende
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -37,13 +38,18 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
     async def ack_event() -> None:
         """Bolt acks events itself, before any listener runs; the work happens in the lazy listener."""
 
-    async def answer_mention(event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext) -> None:
-        if _is_user_message(event, bot_user_id=context.bot_user_id):
+    async def answer_mention(
+        body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
+        if _is_user_message(event, bot_user_id=context.bot_user_id) and await deps.deduper.first_delivery(body):
             await answer(deps=deps, client=client, event=event, bot_user_id=context.bot_user_id)
 
-    async def answer_direct_message(event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext) -> None:
+    async def answer_direct_message(
+        body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
         # In channels only mentions are questions; they arrive as app_mention (and are deduped against this).
-        if event.get("channel_type") == "im" and _is_user_message(event, bot_user_id=context.bot_user_id):
+        is_question = event.get("channel_type") == "im" and _is_user_message(event, bot_user_id=context.bot_user_id)
+        if is_question and await deps.deduper.first_delivery(body):
             await answer(deps=deps, client=client, event=event, bot_user_id=context.bot_user_id)
 
     app.event("app_mention")(ack=ack_event, lazy=[answer_mention])
@@ -101,7 +107,7 @@ async def thread_context(
 
 async def answer(*, deps: BotDeps, client: AsyncWebClient, event: dict[str, Any], bot_user_id: str | None) -> None:
     channel, ts, user = str(event["channel"]), str(event["ts"]), str(event["user"])
-    if not deps.deduper.message(channel, ts):
+    if not await deps.deduper.message(channel, ts):
         return
     thread_ts = str(event.get("thread_ts") or ts)
     placeholder_ts: str | None = None
@@ -157,13 +163,13 @@ async def _stream_answer(
                 await _update_partial(client=client, channel=channel, ts=answer_ts, text="".join(parts))
     except TuneloopError as error:
         if error.interaction_id is not None:
-            _set_message_ts(deps, error.interaction_id, answer_ts)
+            await _set_message_ts(deps, error.interaction_id, answer_ts)
         text = user_message(error)
         await client.chat_update(channel=channel, ts=answer_ts, text=text, blocks=views.failure_blocks(text))
         return
     assert final is not None, "ask_stream ends with an Answer"
     # Before the buttons appear, so that a reaction or a shortcut on the message finds the interaction.
-    _set_message_ts(deps, final.interaction_id, answer_ts)
+    await _set_message_ts(deps, final.interaction_id, answer_ts)
     await client.chat_update(
         channel=channel,
         ts=answer_ts,
@@ -183,6 +189,9 @@ async def _update_partial(*, client: AsyncWebClient, channel: str, ts: str, text
         log.warning("slack.stream_update_failed channel=%s error=%s", channel, error.response.get("error"))
 
 
-def _set_message_ts(deps: BotDeps, interaction_id: int, message_ts: str) -> None:
-    with session_scope(deps.services.engine) as session:
-        interaction_repo.set_message_ts(session=session, interaction_id=interaction_id, message_ts=message_ts)
+async def _set_message_ts(deps: BotDeps, interaction_id: int, message_ts: str) -> None:
+    def write() -> None:
+        with session_scope(deps.services.engine) as session:
+            interaction_repo.set_message_ts(session=session, interaction_id=interaction_id, message_ts=message_ts)
+
+    await asyncio.to_thread(write)

@@ -8,10 +8,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.corrections import interaction_by_message
 from bot.deps import BotDeps
 from bot.feedback import vote_and_confirm
-from store import interactions as interaction_repo
-from store.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +23,16 @@ def reaction_vote(reaction: str) -> int | None:
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
-    async def vote_by_reaction(event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def vote_by_reaction(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         vote = reaction_vote(str(event.get("reaction", "")))
         item = event.get("item") or {}
         if vote is None or item.get("type") != "message" or not event.get("user"):
             return
-        with session_scope(deps.services.engine) as session:
-            interaction = interaction_repo.find_by_message(
-                session=session, channel=str(item.get("channel")), message_ts=str(item.get("ts"))
-            )
+        if not await deps.deduper.first_delivery(body):
+            return
+        interaction = await interaction_by_message(
+            deps, channel=str(item.get("channel")), message_ts=str(item.get("ts"))
+        )
         if interaction is None or interaction.id is None or interaction.answer is None:
             return  # not one of the bot's answers
         await vote_and_confirm(

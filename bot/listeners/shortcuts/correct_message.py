@@ -20,7 +20,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         await ack()
         channel = str((body.get("channel") or {}).get("id", ""))
         message_ts = str((body.get("message") or {}).get("ts") or body.get("message_ts") or "")
-        interaction = interaction_by_message(deps, channel=channel, message_ts=message_ts)
+        interaction = await interaction_by_message(deps, channel=channel, message_ts=message_ts)
         await open_correction_modal(
             deps=deps, client=client, trigger_id=str(body["trigger_id"]), interaction=interaction
         )

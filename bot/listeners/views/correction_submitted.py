@@ -6,6 +6,7 @@ A submission is Slack's echo of the modal we opened, but it is still input: its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -65,15 +66,18 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             problem = STALE_FORM if target is None else too_long(len(text))
             await ack(response_action="errors", errors={views.CORRECTION_INPUT_BLOCK: problem})
             return
+        feedback = deps.services.feedback
         try:
-            correction = deps.services.feedback.correct(
-                interaction_id=target.interaction_id, user_id=user_id, text=text
-            )
+            # A read, so that the modal can show what is wrong; the write waits until after the ack.
+            await asyncio.to_thread(feedback.check_correction, interaction_id=target.interaction_id, text=text)
         except (InvalidQuestion, NotFound) as error:
             message = error.message[0].upper() + error.message[1:] + (f". {error.hint}" if error.hint else ".")
             await ack(response_action="errors", errors={views.CORRECTION_INPUT_BLOCK: message})
             return
         await ack()
+        correction = await asyncio.to_thread(
+            feedback.correct, interaction_id=target.interaction_id, user_id=user_id, text=text
+        )
         if correction.status == "approved":
             thanks = "Thanks! Your correction is saved and approved; I will learn it in the next training run."
         else:
