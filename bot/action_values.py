@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from serving.errors import InvalidQuestion
-
-MAX_ROW_ID = 2**63 - 1
+from store.models import MAX_ROW_ID
 
 
 def row_id(action: dict[str, Any]) -> int:

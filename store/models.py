@@ -45,6 +45,9 @@ UNFINISHED_RUN_STATUSES = frozenset({RunStatus.queued, RunStatus.running})
 FINISHED_RUN_STATUSES = frozenset(set(RunStatus) - UNFINISHED_RUN_STATUSES)
 
 BASE_VERSION = "base"
+# The shapes every surface (HTTP, Slack, CLI) accepts, checked before anything reaches the store.
+MAX_ROW_ID = 2**63 - 1  # ids are 64-bit signed integers
+VERSION_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"  # fits AdapterVersion.version (max_length 32)
 
 
 class Interaction(SQLModel, table=True):

@@ -7,19 +7,20 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from store.models import MAX_ROW_ID, VERSION_NAME_PATTERN
+
 # Database ids are 64-bit signed integers: anything outside is refused before it reaches a query.
-MAX_ID = 2**63 - 1
 MAX_PAGE = 200
 
-RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="A row id.")]
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A row id.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page, 1 to {MAX_PAGE}.")]
 Cursor = Annotated[
     int | None,
-    Query(ge=1, le=MAX_ID, description="`next_cursor` of the previous page; omit for the newest rows."),
+    Query(ge=1, le=MAX_ROW_ID, description="`next_cursor` of the previous page; omit for the newest rows."),
 ]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 VersionName = Annotated[
-    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$", strip_whitespace=True)
+    str, StringConstraints(min_length=1, max_length=32, pattern=VERSION_NAME_PATTERN, strip_whitespace=True)
 ]
 
 

@@ -26,6 +26,7 @@ from serving.api.admin.protocol import RunPublic
 from serving.errors import Forbidden, TuneloopError
 from store import audit as audit_repo
 from store.db import session_scope
+from store.models import VERSION_NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ SOURCE = "slack"
 SLOW = {"retrain", "promote", "rollback"}
 # A subcommand and at most one version name; longer text is refused before anything is looked up or audited.
 MAX_COMMAND_CHARS = 200
-VERSION_NAME = re.compile(r"[A-Za-z0-9._-]{1,32}")
+VERSION_NAME = re.compile(VERSION_NAME_PATTERN)
 
 
 @dataclass(frozen=True)

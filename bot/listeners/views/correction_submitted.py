@@ -16,8 +16,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import views
 from bot.deps import BotDeps
 from bot.errors import reports_failures
-from serving.api.common import MAX_ID
 from serving.errors import InvalidQuestion, NotFound
+from store.models import MAX_ROW_ID
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def submitted_target(view: dict[str, Any]) -> views.CorrectionTarget | None:
         target = views.CorrectionTarget.from_metadata(str(view.get("private_metadata") or ""))
     except (ValueError, KeyError, TypeError):
         return None
-    if not 1 <= target.interaction_id <= MAX_ID:
+    if not 1 <= target.interaction_id <= MAX_ROW_ID:
         return None
     if not all(value is None or isinstance(value, str) for value in (target.channel, target.thread_ts)):
         return None
