@@ -11,15 +11,16 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine
 
 from serving.client import InferenceClient, Message
 from serving.errors import EngineRejected, InvalidQuestion, TuneloopError
+from serving.memory import NOTHING, MemoryHit, Recall, ReviewedMemory
 from serving.registry import AdapterRegistry
 from store import interactions as interaction_repo
 from store.db import session_scope
+from store.models import MemoryMode
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class Answer:
     text: str
     adapter_version: str
     latency_ms: int
+    # The reviewed answer this answer used, and how (in the prompt, or given as is).
+    memory: MemoryHit | None = None
+    memory_mode: MemoryMode | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +62,18 @@ class Question:
     message_ts: str | None = None
 
 
-def build_messages(*, system_prompt: str, context: list[Message], question: str) -> list[Message]:
+def reviewed_turns(hits: list[MemoryHit]) -> list[Message]:
+    """Reviewed answers as earlier exchanges, the best nearest the question: a small model copies a fact from a
+    worked example more reliably than from an instruction (bench/memory.py compares both)."""
+    turns: list[Message] = []
+    for hit in reversed(hits):
+        turns += [{"role": "user", "content": hit.wording}, {"role": "assistant", "content": hit.answer}]
+    return turns
+
+
+def build_messages(
+    *, system_prompt: str, context: list[Message], question: str, reviewed: list[MemoryHit] | None = None
+) -> list[Message]:
     kept: list[Message] = []
     budget = MAX_CONTEXT_CHARS
     for turn in reversed(context):
@@ -66,17 +81,39 @@ def build_messages(*, system_prompt: str, context: list[Message], question: str)
         if budget < 0:
             break
         kept.insert(0, {"role": turn["role"], "content": turn["content"]})
-    return [{"role": "system", "content": system_prompt}, *kept, {"role": "user", "content": question}]
+    return [
+        {"role": "system", "content": system_prompt},
+        *reviewed_turns(reviewed or []),
+        *kept,
+        {"role": "user", "content": question},
+    ]
 
 
 class AnswerService:
     def __init__(
-        self, *, engine: Engine, client: InferenceClient, registry: AdapterRegistry, settings: AnswerSettings
+        self,
+        *,
+        engine: Engine,
+        client: InferenceClient,
+        registry: AdapterRegistry,
+        settings: AnswerSettings,
+        memory: ReviewedMemory | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
         self._registry = registry
         self._settings = settings
+        self._memory = memory
+
+    async def recall(self, text: str) -> Recall:
+        """The memory's reviewed answers for a question. The memory failing never fails an answer."""
+        if self._memory is None:
+            return NOTHING
+        try:
+            return await asyncio.to_thread(self._memory.recall, text)
+        except Exception as error:
+            log.warning("answer.memory_unavailable error=%s", type(error).__name__, exc_info=error)
+            return NOTHING
 
     @property
     def settings(self) -> AnswerSettings:
@@ -123,10 +160,17 @@ class AnswerService:
         log.info("answer.start interaction=%s source=%s chars=%d", interaction_id, question.source, len(question.text))
         try:
             self.validate(question.text)
+            recall = await self.recall(question.text)
+            if recall.mode is MemoryMode.direct and recall.best is not None:
+                answer = await self._give_reviewed(interaction_id, recall.best, started=started)
+                yield answer.text
+                yield answer
+                return
             messages = build_messages(
                 system_prompt=self._settings.system_prompt,
                 context=question.context or [],
                 question=question.text.strip(),
+                reviewed=recall.hits,
             )
             parts: list[str] = []
             for attempt in (1, 2):
@@ -153,12 +197,56 @@ class AnswerService:
             await asyncio.to_thread(self.record_failure, interaction_id, started=started, error=error)
             error.interaction_id = interaction_id
             raise
+        used = recall.best
         latency_ms = await asyncio.to_thread(
-            self.record_answer, interaction_id, text=text, adapter_version=adapter.version, started=started
+            self.record_answer,
+            interaction_id,
+            text=text,
+            adapter_version=adapter.version,
+            started=started,
+            memory=used,
+            memory_mode=recall.mode,
         )
-        yield Answer(interaction_id=interaction_id, text=text, adapter_version=adapter.version, latency_ms=latency_ms)
+        yield Answer(
+            interaction_id=interaction_id,
+            text=text,
+            adapter_version=adapter.version,
+            latency_ms=latency_ms,
+            memory=used,
+            memory_mode=recall.mode,
+        )
 
-    def record_answer(self, interaction_id: int, *, text: str, adapter_version: str, started: float) -> int:
+    async def _give_reviewed(self, interaction_id: int, hit: MemoryHit, *, started: float) -> Answer:
+        # No model call: the adapter recorded is the one that would have answered.
+        version = self._registry.active.version
+        latency_ms = await asyncio.to_thread(
+            self.record_answer,
+            interaction_id,
+            text=hit.answer,
+            adapter_version=version,
+            started=started,
+            memory=hit,
+            memory_mode=MemoryMode.direct,
+        )
+        return Answer(
+            interaction_id=interaction_id,
+            text=hit.answer,
+            adapter_version=version,
+            latency_ms=latency_ms,
+            memory=hit,
+            memory_mode=MemoryMode.direct,
+        )
+
+    def record_answer(
+        self,
+        interaction_id: int,
+        *,
+        text: str,
+        adapter_version: str,
+        started: float,
+        memory: MemoryHit | None = None,
+        memory_mode: MemoryMode | None = None,
+    ) -> int:
         """Store the answer to a recorded question, timed from `started` (perf_counter); returns the latency."""
         latency_ms = int((time.perf_counter() - started) * 1000)
         with session_scope(self._engine) as session:
@@ -168,8 +256,16 @@ class AnswerService:
                 answer=text,
                 adapter_version=adapter_version,
                 latency_ms=latency_ms,
+                memory_entry_id=memory.entry_id if memory else None,
+                memory_mode=memory_mode.value if memory_mode else None,
             )
-        log.info("answer.done interaction=%s adapter=%s latency_ms=%d", interaction_id, adapter_version, latency_ms)
+        log.info(
+            "answer.done interaction=%s adapter=%s memory=%s latency_ms=%d",
+            interaction_id,
+            adapter_version,
+            memory_mode.value if memory_mode else "none",
+            latency_ms,
+        )
         return latency_ms
 
     def record_failure(self, interaction_id: int, *, started: float, error: TuneloopError) -> None:
@@ -183,12 +279,3 @@ class AnswerService:
                 latency_ms=latency_ms,
             )
         log.warning("answer.failed interaction=%s code=%s error=%s", interaction_id, error.code, error.message)
-
-
-def answer_to_json(answer: Answer) -> dict[str, Any]:
-    return {
-        "interaction_id": answer.interaction_id,
-        "answer": answer.text,
-        "adapter_version": answer.adapter_version,
-        "latency_ms": answer.latency_ms,
-    }

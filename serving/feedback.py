@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from serving.access import AccessPolicy
 from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound
+from serving.memory import ReviewedMemory
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store.db import session_scope
@@ -20,9 +21,18 @@ MAX_CORRECTION_CHARS = 8000
 
 
 class FeedbackService:
-    def __init__(self, *, engine: Engine, access: AccessPolicy) -> None:
+    def __init__(self, *, engine: Engine, access: AccessPolicy, memory: ReviewedMemory | None = None) -> None:
         self._engine = engine
         self._access = access
+        self._memory = memory
+
+    def _into_memory(self, session: Session, correction: Correction) -> None:
+        """An approved correction becomes a reviewed answer in the same transaction as the approval."""
+        if self._memory is None:
+            return
+        interaction = interaction_repo.get_interaction(session=session, interaction_id=correction.interaction_id)
+        assert interaction is not None
+        self._memory.remember(session=session, correction=correction, interaction=interaction)
 
     def vote(self, *, interaction_id: int, user_id: str, vote: int) -> Feedback:
         with session_scope(self._engine) as session:
@@ -50,6 +60,7 @@ class FeedbackService:
                 author_id=user_id,
                 text=text,
                 approved=self._access.is_reviewer(user_id),
+                on_approved=self._into_memory,
             )
         log.info("feedback.correction id=%s interaction=%s status=%s", correction.id, interaction_id, correction.status)
         return correction
@@ -72,7 +83,11 @@ class FeedbackService:
         with session_scope(self._engine) as session:
             try:
                 correction = feedback_repo.review_correction(
-                    session=session, correction_id=correction_id, reviewer_id=user_id, approve=approve
+                    session=session,
+                    correction_id=correction_id,
+                    reviewer_id=user_id,
+                    approve=approve,
+                    on_approved=self._into_memory,
                 )
             except LookupError as error:
                 raise NotFound(str(error)) from error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -55,8 +56,18 @@ def vote_totals(*, session: Session) -> dict[int, tuple[int, int]]:
     return totals
 
 
+# Runs in the approval's transaction, before its commit: what an approval brings about is committed with it.
+OnApproved = Callable[[Session, Correction], None]
+
+
 def create_correction(
-    *, session: Session, interaction_id: int, author_id: str, text: str, approved: bool
+    *,
+    session: Session,
+    interaction_id: int,
+    author_id: str,
+    text: str,
+    approved: bool,
+    on_approved: OnApproved | None = None,
 ) -> Correction:
     if session.get(Interaction, interaction_id) is None:
         raise LookupError(f"interaction {interaction_id} does not exist")
@@ -66,12 +77,22 @@ def create_correction(
         correction.reviewer_id = author_id
         correction.reviewed_at = utcnow()
     session.add(correction)
+    if approved and on_approved is not None:
+        session.flush()
+        on_approved(session, correction)
     session.commit()
     session.refresh(correction)
     return correction
 
 
-def review_correction(*, session: Session, correction_id: int, reviewer_id: str, approve: bool) -> Correction:
+def review_correction(
+    *,
+    session: Session,
+    correction_id: int,
+    reviewer_id: str,
+    approve: bool,
+    on_approved: OnApproved | None = None,
+) -> Correction:
     correction = session.get(Correction, correction_id)
     if correction is None:
         raise LookupError(f"correction {correction_id} does not exist")
@@ -81,6 +102,9 @@ def review_correction(*, session: Session, correction_id: int, reviewer_id: str,
     correction.reviewer_id = reviewer_id
     correction.reviewed_at = utcnow()
     session.add(correction)
+    if approve and on_approved is not None:
+        session.flush()
+        on_approved(session, correction)
     session.commit()
     session.refresh(correction)
     return correction

@@ -37,10 +37,19 @@ def create_interaction(
 
 
 def record_answer(
-    *, session: Session, interaction_id: int, answer: str, adapter_version: str, latency_ms: int
+    *,
+    session: Session,
+    interaction_id: int,
+    answer: str,
+    adapter_version: str,
+    latency_ms: int,
+    memory_entry_id: int | None = None,
+    memory_mode: str | None = None,
 ) -> Interaction:
     interaction = _get_or_raise(session, interaction_id)
     interaction.answer = answer
+    interaction.memory_entry_id = memory_entry_id
+    interaction.memory_mode = memory_mode
     interaction.adapter_version = adapter_version
     interaction.latency_ms = latency_ms
     interaction.status = InteractionStatus.answered

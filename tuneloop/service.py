@@ -23,6 +23,7 @@ from serving.credentials import Authenticator
 from serving.engine import EngineConfig, VLLMProcess
 from serving.errors import TuneloopError
 from serving.feedback import FeedbackService
+from serving.memory import ReviewedMemory
 from serving.notify import AdminEvents
 from serving.registry import AdapterRegistry
 from store.db import make_engine, migrate
@@ -104,7 +105,9 @@ def build_service(settings: Settings) -> Service:
     access = access_policy(settings)
     events = AdminEvents()  # promotions, rollbacks, rejections, failed cycles: to the admins' channel if any
     cycle = TuningCycle(settings=settings, engine=engine, client=client, registry=registry, events=events)
+    memory = ReviewedMemory(engine=engine, settings=settings.memory)
     answers = AnswerService(
+        memory=memory,
         engine=engine,
         client=client,
         registry=registry,
@@ -123,7 +126,8 @@ def build_service(settings: Settings) -> Service:
         client=client,
         registry=registry,
         answers=answers,
-        feedback=FeedbackService(engine=engine, access=access),
+        feedback=FeedbackService(engine=engine, access=access, memory=memory),
+        memory=memory,
         admin=AdminService(engine=engine, registry=registry, access=access, launcher=cycle, events=events),
         access=access,
         authenticator=Authenticator(engine=engine, access=access),

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.memory import MemorySettings
+
 DEFAULT_BASE_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 
 
@@ -127,6 +129,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     # Slack's own variable names are accepted beside the TUNELOOP_SLACK__* ones.
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))

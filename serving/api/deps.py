@@ -16,6 +16,7 @@ from serving.answers import AnswerService
 from serving.client import InferenceClient
 from serving.credentials import Authenticator
 from serving.feedback import FeedbackService
+from serving.memory import ReviewedMemory
 from serving.registry import AdapterRegistry
 
 DatasetExporter = Callable[[], Awaitable[dict[str, list[dict[str, Any]]]]]
@@ -31,6 +32,7 @@ class Services:
     admin: AdminService
     access: AccessPolicy
     authenticator: Authenticator
+    memory: ReviewedMemory | None = None
     export_datasets: DatasetExporter | None = None
     info: dict[str, Any] = field(default_factory=dict)
     # Set once vLLM is healthy and the active adapter is loaded; /healthz reports 503 before.

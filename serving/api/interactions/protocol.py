@@ -36,11 +36,22 @@ class AskRequest(Strict):
     source: Literal["api", "cli"] = "api"
 
 
+class ReviewedAnswerUsed(BaseModel):
+    """The reviewed answer an answer came from: given as is (`direct`) or put into the prompt (`prompt`)."""
+
+    entry_id: int
+    mode: Literal["prompt", "direct"]
+    similarity: float = Field(description="MiniLM cosine of the question with the entry's nearest wording.")
+    approved_by: str
+    approved_at: datetime
+
+
 class AskResponse(BaseModel):
     interaction_id: int
     answer: str
     adapter_version: str
     latency_ms: int
+    memory: ReviewedAnswerUsed | None = None
 
 
 class VoteRequest(Strict):
@@ -110,6 +121,8 @@ class InteractionPublic(BaseModel):
     latency_ms: int | None
     status: str
     error: str | None
+    memory_entry_id: int | None = None
+    memory_mode: str | None = None
 
     @classmethod
     def from_row(cls, interaction: Interaction) -> InteractionPublic:

@@ -20,6 +20,7 @@ from serving.api.interactions.protocol import (
     CorrectionRequest,
     InteractionPage,
     InteractionPublic,
+    ReviewedAnswerUsed,
     ReviewRequest,
     VoteRequest,
     VoteResponse,
@@ -50,6 +51,15 @@ async def ask(body: AskRequest, principal: CurrentUser, services: ServicesDep) -
         answer=answer.text,
         adapter_version=answer.adapter_version,
         latency_ms=answer.latency_ms,
+        memory=None
+        if answer.memory is None or answer.memory_mode is None
+        else ReviewedAnswerUsed(
+            entry_id=answer.memory.entry_id,
+            mode=answer.memory_mode.value,
+            similarity=round(answer.memory.score, 3),
+            approved_by=answer.memory.approved_by,
+            approved_at=answer.memory.approved_at,
+        ),
     )
 
 

@@ -1,0 +1,236 @@
+"""The memory of reviewed answers: an approved correction changes answers at once, in every process.
+
+Each process keeps the active wordings' embeddings in one matrix and, before each lookup, compares the store's
+newest change stamp (an index lookup) with the one it loaded; what changed since is reloaded, so an approval,
+an edit or a retirement made by any process on the same database counts from the next question on. The nightly
+cycle still trains the adapter on the same facts (consolidation), for when retrieval misses.
+
+The embeddings live in the database beside their entry. Search is exact cosine similarity in NumPy: at 100,000
+wordings one product is about 40 MB of float32 and a few milliseconds (bench/memory.py measures it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from store import memory as memory_repo
+from store.db import session_scope
+from store.models import Correction, Interaction, MemoryEntry, MemoryMode, MemoryStatus
+from training.embedder import DIMENSIONS, embed
+
+log = logging.getLogger(__name__)
+
+
+class MemorySettings(BaseModel):
+    enabled: bool = Field(default=True, description="Serve reviewed answers at once (off: only the adapter learns).")
+    prompt_threshold: float = Field(
+        default=0.55,
+        ge=0,
+        le=1,
+        description="Entries at least this similar to a question (MiniLM cosine) go into the prompt as reviewed "
+        "answers. Calibrated by bench/memory.py: see the README, 'How a correction reaches answers'.",
+    )
+    direct_threshold: float = Field(
+        default=0.80,
+        ge=0,
+        le=1,
+        description="At least this similar: the reviewed answer is given as is, without a model call.",
+    )
+    direct_answers: bool = Field(default=True, description="Off: matches only ever go into the prompt.")
+    group_threshold: float = Field(
+        default=0.90,
+        ge=0,
+        le=1,
+        description="A corrected question at least this similar to an entry's wording is the same question: "
+        "its approved answer replaces the entry's (the latest approval wins).",
+    )
+    max_prompt_answers: int = Field(default=2, ge=1, le=5, description="Reviewed answers put into one prompt.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryHit:
+    entry_id: int
+    score: float
+    wording: str  # the entry's wording nearest to the question
+    answer: str
+    approved_by: str
+    approved_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recall:
+    """What the memory offers one question: hits above the prompt threshold, best first, and how to use them."""
+
+    hits: list[MemoryHit]
+    mode: MemoryMode | None
+
+    @property
+    def best(self) -> MemoryHit | None:
+        return self.hits[0] if self.hits else None
+
+
+NOTHING = Recall(hits=[], mode=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EntryFacts:
+    answer: str
+    approved_by: str
+    approved_at: datetime
+
+
+class MemoryIndex:
+    """The active wordings of one database, kept in step with it by change stamps. Thread-safe."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._stamp: datetime | None = None
+        self._loaded = False
+        self._entries: dict[int, _EntryFacts] = {}
+        self._entry_ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._texts: list[str] = []
+        self._matrix: npt.NDArray[np.float32] = np.zeros((0, DIMENSIONS), dtype=np.float32)
+
+    def refresh(self) -> None:
+        with session_scope(self._engine) as session:
+            stamp = memory_repo.latest_change(session=session)
+            with self._lock:
+                if self._loaded and stamp == self._stamp:
+                    return
+                entries, wordings = memory_repo.changed_since(session=session, stamp=self._stamp)
+                self._apply(entries, wordings, stamp)
+
+    def _apply(
+        self, entries: list[MemoryEntry], wordings: list[memory_repo.StoredWording], stamp: datetime | None
+    ) -> None:
+        changed = np.array([entry.id for entry in entries], dtype=np.int64)
+        keep = ~np.isin(self._entry_ids, changed)
+        for entry in entries:
+            assert entry.id is not None
+            self._entries.pop(entry.id, None)
+            if entry.status == MemoryStatus.active:
+                self._entries[entry.id] = _EntryFacts(
+                    answer=entry.answer, approved_by=entry.approved_by, approved_at=entry.approved_at
+                )
+        added = [w for w in wordings if w.entry_id in self._entries]
+        vectors = (
+            np.frombuffer(b"".join(w.embedding for w in added), dtype=np.float32).reshape(len(added), DIMENSIONS)
+            if added
+            else np.zeros((0, DIMENSIONS), dtype=np.float32)
+        )
+        self._matrix = np.vstack([self._matrix[keep], vectors])
+        self._entry_ids = np.concatenate([self._entry_ids[keep], np.array([w.entry_id for w in added], np.int64)])
+        self._texts = [t for t, k in zip(self._texts, keep, strict=True) if k] + [w.text for w in added]
+        self._stamp = stamp
+        self._loaded = True
+        log.info("memory.reloaded changed_entries=%d wordings=%d", len(entries), len(self._texts))
+
+    def nearest(self, vector: npt.NDArray[np.float32], *, limit: int, floor: float) -> list[MemoryHit]:
+        """The `limit` best entries at least `floor` similar, one hit per entry (its nearest wording)."""
+        with self._lock:
+            if not len(self._texts):
+                return []
+            scores = self._matrix @ vector
+            # More candidates than entries wanted: several of an entry's wordings may rank first.
+            candidates = min(len(scores), limit * 8)
+            top = np.argpartition(-scores, candidates - 1)[:candidates]
+            hits: list[MemoryHit] = []
+            seen: set[int] = set()
+            for row in top[np.argsort(-scores[top])]:
+                score = float(scores[row])
+                entry_id = int(self._entry_ids[row])
+                if score < floor or len(hits) == limit:
+                    break
+                if entry_id in seen:
+                    continue
+                seen.add(entry_id)
+                facts = self._entries[entry_id]
+                hits.append(
+                    MemoryHit(
+                        entry_id=entry_id,
+                        score=score,
+                        wording=self._texts[row],
+                        answer=facts.answer,
+                        approved_by=facts.approved_by,
+                        approved_at=facts.approved_at,
+                    )
+                )
+            return hits
+
+    @property
+    def size(self) -> int:
+        return len(self._texts)
+
+
+class ReviewedMemory:
+    """Lookups for answers, and the writes that approvals, edits and retirements make."""
+
+    def __init__(self, *, engine: Engine, settings: MemorySettings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._index = MemoryIndex(engine)
+
+    @property
+    def settings(self) -> MemorySettings:
+        return self._settings
+
+    def recall(self, question: str) -> Recall:
+        """The reviewed answers for `question` (blocking: the embedder and the store; call it in a thread)."""
+        if not self._settings.enabled or not question.strip():
+            return NOTHING
+        hits = self.search(question, limit=self._settings.max_prompt_answers, floor=self._settings.prompt_threshold)
+        if not hits:
+            return NOTHING
+        direct = self._settings.direct_answers and hits[0].score >= self._settings.direct_threshold
+        return Recall(hits=hits, mode=MemoryMode.direct if direct else MemoryMode.prompt)
+
+    def search(self, text: str, *, limit: int, floor: float = 0.0) -> list[MemoryHit]:
+        self._index.refresh()
+        return self._index.nearest(embed([text])[0], limit=limit, floor=floor)
+
+    def remember(self, *, session: Session, correction: Correction, interaction: Interaction) -> MemoryEntry:
+        """Make an approved correction an entry, in the caller's transaction (committed with the approval).
+
+        A correction of an interaction already corrected, or of a question at least `group_threshold` similar to
+        an entry's wording, replaces that entry's answer: the latest approved correction of a group wins.
+        """
+        assert correction.reviewer_id is not None
+        vector = embed([interaction.question])[0]
+        entry = memory_repo.entry_of_interaction(session=session, interaction_id=correction.interaction_id)
+        if entry is None:
+            same_question = self.search(interaction.question, limit=1, floor=self._settings.group_threshold)
+            if same_question:
+                entry = memory_repo.get_entry(session=session, entry_id=same_question[0].entry_id)
+        if entry is None:
+            entry = memory_repo.add_entry(
+                session=session,
+                answer=correction.text,
+                approved_by=correction.reviewer_id,
+                correction_id=correction.id,
+                wording=interaction.question,
+                embedding=vector.tobytes(),
+                interaction_id=interaction.id,
+            )
+        else:
+            entry = memory_repo.supersede(
+                session=session,
+                entry=entry,
+                answer=correction.text,
+                approved_by=correction.reviewer_id,
+                correction_id=correction.id,
+                wording=interaction.question,
+                embedding=vector.tobytes(),
+                interaction_id=interaction.id,
+            )
+        log.info("memory.remembered entry=%s correction=%s", entry.id, correction.id)
+        return entry

@@ -1,0 +1,171 @@
+"""The memory of reviewed answers: entries (an approved answer) and the wordings of their question."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, func, select
+
+from store.models import Interaction, MemoryEntry, MemoryStatus, MemoryWording, utcnow
+from store.pages import Page, newest_first
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredWording:
+    entry_id: int
+    text: str
+    embedding: bytes
+
+
+def latest_change(*, session: Session) -> datetime | None:
+    """The newest change stamp of any entry (an index lookup): a process compares it with what it loaded."""
+    stamp: datetime | None = session.exec(select(func.max(MemoryEntry.updated_at))).one()
+    return stamp
+
+
+def _next_stamp(session: Session) -> datetime:
+    # Stamps only move forward, even when this host's clock is behind the host that wrote the last change:
+    # a process that loaded up to stamp S reloads everything stamped S or later, so nothing is skipped.
+    now = utcnow()
+    latest = latest_change(session=session)
+    if latest is not None:
+        latest = latest if latest.tzinfo else latest.replace(tzinfo=now.tzinfo)
+        if latest >= now:
+            return latest + timedelta(microseconds=1)
+    return now
+
+
+def changed_since(*, session: Session, stamp: datetime | None) -> tuple[list[MemoryEntry], list[StoredWording]]:
+    """Entries stamped at or after `stamp` (all when None), and the wordings of those still active."""
+    statement = select(MemoryEntry)
+    if stamp is not None:
+        statement = statement.where(col(MemoryEntry.updated_at) >= stamp)
+    entries = list(session.exec(statement).all())
+    active_ids = [entry.id for entry in entries if entry.status == MemoryStatus.active and entry.id is not None]
+    wordings: list[StoredWording] = []
+    # Chunks keep the IN list within every backend's parameter limit.
+    for start in range(0, len(active_ids), 500):
+        chunk = active_ids[start : start + 500]
+        rows = session.exec(
+            select(MemoryWording.entry_id, MemoryWording.text, MemoryWording.embedding).where(
+                col(MemoryWording.entry_id).in_(chunk)
+            )
+        ).all()
+        wordings.extend(StoredWording(entry_id=e, text=t, embedding=b) for e, t, b in rows)
+    return entries, wordings
+
+
+def add_entry(
+    *,
+    session: Session,
+    answer: str,
+    approved_by: str,
+    correction_id: int | None,
+    wording: str,
+    embedding: bytes,
+    interaction_id: int | None,
+) -> MemoryEntry:
+    stamp = _next_stamp(session)
+    entry = MemoryEntry(
+        answer=answer,
+        approved_by=approved_by,
+        correction_id=correction_id,
+        approved_at=stamp,
+        created_at=stamp,
+        updated_at=stamp,
+        updated_by=approved_by,
+    )
+    session.add(entry)
+    session.flush()
+    assert entry.id is not None
+    session.add(MemoryWording(entry_id=entry.id, interaction_id=interaction_id, text=wording, embedding=embedding))
+    return entry
+
+
+def supersede(
+    *,
+    session: Session,
+    entry: MemoryEntry,
+    answer: str,
+    approved_by: str,
+    correction_id: int | None,
+    wording: str | None,
+    embedding: bytes | None,
+    interaction_id: int | None,
+) -> MemoryEntry:
+    """A later approved answer for the same question group: it replaces the answer; a new wording is kept."""
+    stamp = _next_stamp(session)
+    entry.answer = answer
+    entry.approved_by = approved_by
+    entry.correction_id = correction_id
+    entry.approved_at = stamp
+    entry.updated_at = stamp
+    entry.updated_by = approved_by
+    entry.status = MemoryStatus.active
+    entry.retired_at = None
+    session.add(entry)
+    if wording is not None and embedding is not None and not _has_wording(session, entry, wording):
+        assert entry.id is not None
+        session.add(MemoryWording(entry_id=entry.id, interaction_id=interaction_id, text=wording, embedding=embedding))
+    return entry
+
+
+def _has_wording(session: Session, entry: MemoryEntry, text: str) -> bool:
+    statement = select(MemoryWording.id).where(MemoryWording.entry_id == entry.id, MemoryWording.text == text)
+    return session.exec(statement).first() is not None
+
+
+def edit_answer(*, session: Session, entry: MemoryEntry, answer: str, editor: str) -> MemoryEntry:
+    """A reviewer rewrites the answer in place: the editor becomes the one who approved it."""
+    stamp = _next_stamp(session)
+    entry.answer = answer
+    entry.approved_by = editor
+    entry.approved_at = stamp
+    entry.updated_at = stamp
+    entry.updated_by = editor
+    session.add(entry)
+    return entry
+
+
+def retire(*, session: Session, entry: MemoryEntry, by: str) -> MemoryEntry:
+    stamp = _next_stamp(session)
+    entry.status = MemoryStatus.retired
+    entry.retired_at = stamp
+    entry.updated_at = stamp
+    entry.updated_by = by
+    session.add(entry)
+    return entry
+
+
+def get_entry(*, session: Session, entry_id: int) -> MemoryEntry | None:
+    return session.get(MemoryEntry, entry_id)
+
+
+def wordings_of(*, session: Session, entry_id: int) -> list[str]:
+    statement = select(MemoryWording.text).where(MemoryWording.entry_id == entry_id).order_by(col(MemoryWording.id))
+    return list(session.exec(statement).all())
+
+
+def entry_of_interaction(*, session: Session, interaction_id: int) -> MemoryEntry | None:
+    """The entry an earlier correction of this very interaction created, if any."""
+    statement = (
+        select(MemoryEntry)
+        .join(MemoryWording, col(MemoryWording.entry_id) == col(MemoryEntry.id))
+        .where(MemoryWording.interaction_id == interaction_id)
+    )
+    return session.exec(statement).first()
+
+
+def page_entries(
+    *, session: Session, limit: int, before: int | None = None, status: str | None = None
+) -> Page[MemoryEntry]:
+    statement = select(MemoryEntry)
+    if status is not None:
+        statement = statement.where(MemoryEntry.status == status)
+    return newest_first(session=session, statement=statement, id_column=MemoryEntry.id, limit=limit, before=before)
+
+
+def interactions_using(*, session: Session, entry_id: int) -> int:
+    statement = select(func.count()).select_from(Interaction).where(Interaction.memory_entry_id == entry_id)
+    return int(session.exec(statement).one())
