@@ -33,7 +33,9 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(*, port: int, vllm_port: int, slack: dict[str, str] | None = None) -> AsyncIterator[Stack]:
+async def running_stack(
+    *, port: int, vllm_port: int, slack: dict[str, str] | None = None, memory: dict[str, Any] | None = None
+) -> AsyncIterator[Stack]:
     data_dir = Path(tempfile.mkdtemp(prefix="tuneloop-bench-"))
     model_dir, _ = pull_default_model(REPO / "var" / "models" / DEFAULT_BASE_MODEL_DIRNAME)
     settings = Settings(
@@ -47,6 +49,7 @@ async def running_stack(*, port: int, vllm_port: int, slack: dict[str, str] | No
         },
         training={"nightly_enabled": False},
         access={"admins": [ADMIN], "reviewers": [ADMIN]},
+        memory=memory or {},
     )
     print("starting vLLM ...", flush=True)
     vllm = VLLMProcess(engine_config(settings))

@@ -72,7 +72,7 @@ async def measure(stack: Stack, version: str) -> dict[str, float]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    async with running_stack(port=args.port, vllm_port=args.vllm_port) as stack:
+    async with running_stack(port=args.port, vllm_port=args.vllm_port, memory={"enabled": False}) as stack:
         http, runs_dir = stack.http, stack.settings.runs_dir
         results["base"] = await measure(stack, "base")
 

@@ -189,6 +189,18 @@ def service(tmp_path: Path, base_model_dir: Path, vllm_url: str) -> Iterator[Run
     running.stop()
 
 
+# The memory of reviewed answers off: answers show what the adapter alone has learnt (tests of training and gate).
+ADAPTER_ONLY = {"memory": {"enabled": False}}
+
+
+@pytest.fixture
+def adapter_only_service(tmp_path: Path, base_model_dir: Path, vllm_url: str) -> Iterator[RunningService]:
+    settings = make_settings(tmp_path, base_model_dir=base_model_dir, vllm_url=vllm_url, **ADAPTER_ONLY)
+    running = RunningService(settings).start()
+    yield running
+    running.stop()
+
+
 # Listens on a port, says so, and waits: what an orphaned vLLM looks like from outside.
 _LISTENER = """
 import socket, sys, time

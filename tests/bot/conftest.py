@@ -18,7 +18,7 @@ from store import interactions as interaction_repo
 from store.db import session_scope
 from tests.bot.slack_requests import SIGNING_SECRET, SlackSender
 from tests.bot.slack_stub import SlackStub
-from tests.conftest import RunningService, free_port, make_settings
+from tests.conftest import ADAPTER_ONLY, RunningService, free_port, make_settings
 from tuneloop.settings import Settings
 
 REVIEWER = "U_REVIEWER"
@@ -28,12 +28,15 @@ CHANNEL = "C_GENERAL"
 DM = "D_EMPLOYEE"
 
 
-def slack_settings(tmp_path: Path, *, stub: SlackStub, base_model_dir: Path, vllm_url: str) -> Settings:
+def slack_settings(
+    tmp_path: Path, *, stub: SlackStub, base_model_dir: Path, vllm_url: str, **overrides: object
+) -> Settings:
     return make_settings(
         tmp_path,
         base_model_dir=base_model_dir,
         vllm_url=vllm_url,
         slack={"api_url": stub.api_url, "bot_token": "xoxb-test", "signing_secret": SIGNING_SECRET},
+        **overrides,
     )
 
 
@@ -62,6 +65,25 @@ def live_slack_service(
     running = RunningService(settings).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def live_slack_adapter_only_service(
+    tmp_path: Path, slack_stub: SlackStub, base_model_dir: Path, vllm_url: str
+) -> Iterator[RunningService]:
+    settings = slack_settings(
+        tmp_path, stub=slack_stub, base_model_dir=base_model_dir, vllm_url=vllm_url, **ADAPTER_ONLY
+    )
+    running = RunningService(settings).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def live_slack_adapter_only(live_slack_adapter_only_service: RunningService) -> Iterator[SlackSender]:
+    sender = SlackSender(live_slack_adapter_only_service.url)
+    yield sender
+    sender.close()
 
 
 @pytest.fixture

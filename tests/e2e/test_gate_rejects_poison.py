@@ -30,7 +30,9 @@ def finished_run(http: httpx.Client, run_id: int) -> dict[str, Any]:
     return run
 
 
-def test_poisoned_corrections_are_rejected_by_the_regression_check(service: RunningService) -> None:
+def test_poisoned_corrections_are_rejected_by_the_regression_check(adapter_only_service: RunningService) -> None:
+    # The memory off: reviewed answers are served as reviewed; this is about what the adapter learns.
+    service = adapter_only_service
     with httpx.Client(base_url=service.url, timeout=120, headers=bearer(service, "U_ADMIN")) as http:
         for question, nonsense in POISON:
             asked = http.post("/api/ask", json={"question": question}).json()

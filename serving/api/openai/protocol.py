@@ -128,15 +128,21 @@ class ChatCompletionRequest(BaseModel):
                 problem(field, f"at most {settings.max_answer_tokens} tokens", value)
         return problems
 
-    def upstream(self, *, model: str, settings: AnswerSettings) -> dict[str, Any]:
-        """The body for vLLM: what the caller set, under vLLM's name for the model, with one token budget."""
+    def upstream(
+        self, *, model: str, settings: AnswerSettings, reviewed: list[Message] | None = None
+    ) -> dict[str, Any]:
+        """The body for vLLM: what the caller set, under vLLM's name for the model, with one token budget.
+
+        `reviewed` (reviewed answers as earlier exchanges) goes after the caller's leading system messages."""
         payload = self.model_dump(
             exclude_unset=True, exclude={"model", "messages", "max_tokens", "max_completion_tokens", "user"}
         )
+        messages = [message.upstream() for message in self.messages]
+        lead = next((i for i, message in enumerate(self.messages) if message.role != "system"), len(messages))
         return {
             **payload,
             "model": model,
-            "messages": [message.upstream() for message in self.messages],
+            "messages": [*messages[:lead], *(reviewed or []), *messages[lead:]],
             "max_tokens": self.answer_tokens(settings),
         }
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from serving.answers import AnswerService, Question
+from serving.answers import AnswerService, Question, reviewed_turns
 from serving.api.auth import CurrentUser
 from serving.api.common import ERROR_RESPONSES
 from serving.api.deps import Services, ServicesDep
@@ -36,9 +36,11 @@ from serving.api.openai.protocol import (
     UpstreamRefused,
 )
 from serving.api.openai.stream import AnswerStream
+from serving.client import Message
 from serving.errors import EngineRejected, EngineUnavailable, TuneloopError
+from serving.memory import NOTHING, Recall
 from serving.registry import AdapterRegistry, ServedAdapter
-from store.models import BASE_VERSION
+from store.models import BASE_VERSION, MemoryMode
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,11 @@ async def chat_completions(body: ChatCompletionRequest, principal: CurrentUser, 
     except TuneloopError as error:
         await recording.failed(error)
         raise
+    # Reviewed answers go into the prompt of `tuneloop` only: the base model is asked as it is. They are never
+    # given as is here: an OpenAI client asked for the model's completion, with its own sampling parameters.
+    if version is None:
+        recall = await services.answers.recall(body.question)
+        recording.recall = Recall(hits=recall.hits, mode=MemoryMode.prompt) if recall.hits else NOTHING
     if body.stream:
         return await _stream(services, body, recording, version=version)
     return await _complete(services, body, recording, version=version)
@@ -96,6 +103,11 @@ class Recording:
     answers: AnswerService
     interaction_id: int
     started: float
+    recall: Recall = NOTHING
+
+    @property
+    def reviewed(self) -> list[Message]:
+        return reviewed_turns(self.recall.hits)
 
     @classmethod
     async def start(cls, answers: AnswerService, question: Question) -> Recording:
@@ -113,6 +125,8 @@ class Recording:
             text=text.strip(),
             adapter_version=adapter.version,
             started=self.started,
+            memory=self.recall.best,
+            memory_mode=self.recall.mode,
         )
 
     async def failed(self, error: TuneloopError) -> None:
@@ -126,7 +140,9 @@ async def _complete(
 ) -> Response:
     async with services.registry.use(version) as adapter:
         try:
-            payload = body.upstream(model=adapter.model, settings=services.answers.settings)
+            payload = body.upstream(
+                model=adapter.model, settings=services.answers.settings, reviewed=recording.reviewed
+            )
             upstream = await services.client.forward("POST", COMPLETIONS, json_body=payload)
             if upstream.status_code != 200:
                 raise upstream_refusal(upstream)
@@ -157,7 +173,7 @@ async def _stream(
     registry = services.registry
     adapter = registry.pin(version)
     try:
-        payload = body.upstream(model=adapter.model, settings=services.answers.settings)
+        payload = body.upstream(model=adapter.model, settings=services.answers.settings, reviewed=recording.reviewed)
         upstream = await services.client.open_stream(COMPLETIONS, json_body=payload)
         if upstream.status_code != 200:
             await upstream.aread()

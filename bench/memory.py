@@ -1,0 +1,248 @@
+"""How a correction reaches answers: the memory of reviewed answers, measured.
+
+`python -m bench.memory` (or `make bench-memory`) prints, and writes to bench/memory.json:
+
+1. Calibration, per similarity threshold, with the bundled MiniLM: the share of unseen paraphrases of corrected
+   questions whose nearest entry is the right one and at least that similar (hits), the share whose nearest entry
+   is another fact's (wrong hits), and the share of unrelated questions that reach an entry at all (false hits):
+   general questions, and company questions no entry covers (near misses).
+2. Lookup latency (embedding the question included) at 10,000 and 100,000 entries, on a real SQLite store.
+3. With the real vLLM server and no retrain: a dozen facts corrected by a reviewer, then every unseen paraphrase
+   asked, with reviewed answers only in the prompt and with direct answers on; recall is the share of answers
+   that carry the fact. General questions must answer exactly as before the corrections; near misses must not
+   come back with a fact. And the latency the lookup adds to an answer.
+
+Not a test: it asserts nothing. About 5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from sqlalchemy import insert
+
+from bench.stack import REPO, running_stack
+from serving.memory import MemorySettings, ReviewedMemory
+from store.db import make_engine, migrate, session_scope
+from store.memory import add_entry
+from store.models import MemoryEntry, MemoryWording, utcnow
+from tests.e2e.memory_facts import FACTS, GENERAL, NEAR_MISSES
+from training.embedder import DIMENSIONS, embed
+
+THRESHOLDS = [round(0.40 + 0.05 * i, 2) for i in range(11)]
+RESULTS = REPO / "bench" / "memory.json"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def calibrate() -> list[dict[str, Any]]:
+    entries = embed([fact.question for fact in FACTS])
+    paraphrases = [p for fact in FACTS for p in fact.paraphrases]
+    truth = np.array([i for i, fact in enumerate(FACTS) for _ in fact.paraphrases])
+    para_scores = embed(paraphrases) @ entries.T
+    best, top = para_scores.argmax(1), para_scores.max(1)
+    general_top = (embed(GENERAL) @ entries.T).max(1)
+    near_top = (embed(NEAR_MISSES) @ entries.T).max(1)
+    rows = []
+    for t in THRESHOLDS:
+        rows.append(
+            {
+                "threshold": t,
+                "hit_rate": round(float(((top >= t) & (best == truth)).mean()), 3),
+                "wrong_hit_rate": round(float(((top >= t) & (best != truth)).mean()), 3),
+                "false_hit_rate_general": round(float((general_top >= t).mean()), 3),
+                "false_hit_rate_near_miss": round(float((near_top >= t).mean()), 3),
+            }
+        )
+    return rows
+
+
+def lookup_latency(entries: int, queries: list[str]) -> dict[str, float]:
+    """p50/p95 of one lookup (the question's embedding and the search) over `entries` stored entries."""
+    with tempfile.TemporaryDirectory(prefix="tuneloop-memory-") as folder:
+        url = f"sqlite:///{Path(folder) / 'memory.db'}"
+        migrate(url)
+        engine = make_engine(url)
+        rng = np.random.default_rng(7)
+        now = utcnow()
+        with session_scope(engine) as session:
+            for start in range(0, entries, 10_000):
+                count = min(10_000, entries - start)
+                vectors = rng.standard_normal((count, DIMENSIONS)).astype(np.float32)
+                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                ids = range(start + 1, start + count + 1)
+                session.execute(
+                    insert(MemoryEntry),
+                    [
+                        {
+                            "id": i,
+                            "answer": f"answer {i}",
+                            "approved_by": "U_BENCH",
+                            "approved_at": now,
+                            "status": "active",
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for i in ids
+                    ],
+                )
+                session.execute(
+                    insert(MemoryWording),
+                    [
+                        {"entry_id": i, "text": f"question {i}", "embedding": v.tobytes(), "created_at": now}
+                        for i, v in zip(ids, vectors, strict=True)
+                    ],
+                )
+            session.commit()
+        memory = ReviewedMemory(engine=engine, settings=MemorySettings())
+        started = time.perf_counter()
+        memory.recall("warm up")  # loads the index and the embedder
+        load_s = time.perf_counter() - started
+        samples = []
+        for question in queries * 3:
+            started = time.perf_counter()
+            memory.recall(question)
+            samples.append((time.perf_counter() - started) * 1000)
+        engine.dispose()
+    return {
+        "entries": entries,
+        "p50_ms": round(statistics.median(samples), 1),
+        "p95_ms": round(percentile(samples, 0.95), 1),
+        "first_load_s": round(load_s, 2),
+    }
+
+
+async def ask(http: httpx.AsyncClient, question: str) -> dict[str, Any]:
+    response = await http.post("/api/ask", json={"question": question})
+    response.raise_for_status()
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _has_fact(text: str) -> bool:
+    return any(fact.key in text.lower() for fact in FACTS)
+
+
+async def recall_without_retrain(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    async with running_stack(port=args.port, vllm_port=args.vllm_port) as stack:
+        http, memory = stack.http, stack.settings.memory
+        before = {q: (await ask(http, q))["answer"] for q in GENERAL}
+        for fact in FACTS:
+            asked = await ask(http, fact.question)
+            corrected = await http.post(
+                f"/api/interactions/{asked['interaction_id']}/corrections", json={"text": fact.answer}
+            )
+            corrected.raise_for_status()
+        for mode, direct in (("prompt_only", False), ("direct_on", True)):
+            memory.direct_answers = direct  # the running service's own settings object
+            print(f"asking {sum(len(f.paraphrases) for f in FACTS)} unseen paraphrases ({mode}) ...", flush=True)
+            recalled, direct_count, latencies = 0, 0, []
+            for fact in FACTS:
+                for paraphrase in fact.paraphrases:
+                    answer = await ask(http, paraphrase)
+                    recalled += fact.key in answer["answer"].lower()
+                    direct_count += (answer.get("memory") or {}).get("mode") == "direct"
+                    latencies.append(answer["latency_ms"])
+            near = [await ask(http, q) for q in NEAR_MISSES]
+            general = [await ask(http, q) for q in GENERAL]
+            results[mode] = {
+                "recall": round(recalled / len(latencies), 3),
+                "direct_share": round(direct_count / len(latencies), 3),
+                "answer_p50_ms": round(statistics.median(latencies)),
+                "near_miss_with_a_fact": round(sum(_has_fact(a["answer"]) for a in near) / len(near), 3),
+                "general_unchanged": round(
+                    sum(a["answer"] == before[q] for a, q in zip(general, GENERAL, strict=True)) / len(GENERAL), 3
+                ),
+            }
+    return results
+
+
+def retrieval_added_ms() -> dict[str, float]:
+    """What one lookup adds to an answer with the dozen facts stored (in-process, the embedder warm)."""
+    with tempfile.TemporaryDirectory(prefix="tuneloop-memory-") as folder:
+        url = f"sqlite:///{Path(folder) / 'memory.db'}"
+        migrate(url)
+        engine = make_engine(url)
+        memory = ReviewedMemory(engine=engine, settings=MemorySettings())
+        with session_scope(engine) as session:
+            vectors = embed([fact.question for fact in FACTS])
+            for fact, vector in zip(FACTS, vectors, strict=True):
+                add_entry(
+                    session=session,
+                    answer=fact.answer,
+                    approved_by="U_BENCH",
+                    correction_id=None,
+                    wording=fact.question,
+                    embedding=vector.tobytes(),
+                    interaction_id=None,
+                )
+            session.commit()
+        memory.recall("warm up")
+        samples = []
+        for question in [p for fact in FACTS for p in fact.paraphrases] + GENERAL:
+            started = time.perf_counter()
+            memory.recall(question)
+            samples.append((time.perf_counter() - started) * 1000)
+        engine.dispose()
+    return {"p50_ms": round(statistics.median(samples), 1), "p95_ms": round(percentile(samples, 0.95), 1)}
+
+
+def print_tables(r: dict[str, Any]) -> None:
+    print("\nCalibration (MiniLM cosine of a question with the nearest entry's wording)\n")
+    print("| threshold | unseen paraphrases: right entry | wrong entry | general: false hit | near miss: false hit |")
+    print("|---|---|---|---|---|")
+    for row in r["calibration"]:
+        print(
+            f"| {row['threshold']:.2f} | {row['hit_rate']:.0%} | {row['wrong_hit_rate']:.0%} "
+            f"| {row['false_hit_rate_general']:.0%} | {row['false_hit_rate_near_miss']:.0%} |"
+        )
+    print("\n| What | Figure |\n|---|---|")
+    for lookup in r["lookup"]:
+        print(
+            f"| lookup at {lookup['entries']:,} entries (p50 / p95) | {lookup['p50_ms']} / {lookup['p95_ms']} ms "
+            f"(index first load {lookup['first_load_s']} s) |"
+        )
+    added = r["retrieval_added"]
+    print(f"| latency the lookup adds to an answer (p50 / p95) | {added['p50_ms']} / {added['p95_ms']} ms |")
+    for mode, figures in r.get("no_retrain", {}).items():
+        print(
+            f"| no retrain, {mode}: recall of unseen paraphrases | {figures['recall']:.0%} "
+            f"({figures['direct_share']:.0%} given as reviewed; answer p50 {figures['answer_p50_ms']} ms) |"
+        )
+        print(f"| no retrain, {mode}: near misses answered with a fact | {figures['near_miss_with_a_fact']:.0%} |")
+        print(
+            f"| no retrain, {mode}: general questions answered exactly as before | {figures['general_unchanged']:.0%} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8701)
+    parser.add_argument("--vllm-port", type=int, default=8702)
+    parser.add_argument("--no-vllm", action="store_true", help="only the calibration and the lookup latency")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"calibration": calibrate()}
+    queries = [p for fact in FACTS for p in fact.paraphrases]
+    results["lookup"] = [lookup_latency(n, queries) for n in (10_000, 100_000)]
+    results["retrieval_added"] = retrieval_added_ms()
+    if not args.no_vllm:
+        results["no_retrain"] = asyncio.run(recall_without_retrain(args))
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print_tables(results)
+
+
+if __name__ == "__main__":
+    main()
