@@ -29,8 +29,14 @@ from training.embedder import embed
 
 REGRESSION_SET = Path(__file__).parent / "data" / "regression.jsonl"
 SAMPLES = 10  # answers kept in the report, those whose score changed most
+FACT_KINDS = frozenset({"facts", "heldout"})
+# An answer at least this close (ROUGE-L) to another corrected question's answer, and closer to it than to its
+# own, gives one question another's fact: the mix-up a larger set of corrections brings out.
+MIXUP_FLOOR = 0.5
 # (model name, messages) -> answer; bound by the composition root to the running vLLM.
 Ask = Callable[[str, list[Message]], Awaitable[str]]
+# question -> reviewed answers as earlier turns (the memory of reviewed answers), for the score "with memory".
+Reviewed = Callable[[str], Awaitable[list[Message]]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +61,9 @@ class GateReport:
     promote: bool
     reason: str
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # The candidate again, with the memory's reviewed answers in the prompt as serving sends them (recorded only).
+    candidate_with_memory: dict[str, float] | None = None
+    mixups: list[dict[str, str]] = field(default_factory=list)  # the candidate's, question and answer
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,12 +132,31 @@ def hold_out_groups(datasets: Datasets, *, fraction: float, seed: int) -> list[E
     ]
 
 
+def mixups(items: list[EvalItem], answers: list[str]) -> list[int]:
+    """Indexes of fact answers that carry another corrected question's answer rather than their own."""
+    references = sorted({item.reference for item in items if item.kind in FACT_KINDS})
+    found = []
+    for index, (item, answer) in enumerate(zip(items, answers, strict=True)):
+        if item.kind not in FACT_KINDS:
+            continue
+        other = max((rouge_l(answer, r) for r in references if r != item.reference), default=0.0)
+        if other >= MIXUP_FLOOR and other > rouge_l(answer, item.reference):
+            found.append(index)
+    return found
+
+
 def decide(candidate: dict[str, float], active: dict[str, float], thresholds: GateThresholds) -> tuple[bool, str]:
-    """Promote only when the candidate does not regress and, where there are facts, beats the active by the margin."""
+    """Promote only when the candidate does not regress, mixes up no more facts than the active one and, where
+    there are facts, beats the active by the margin."""
     if "regression" in candidate and candidate["regression"] < active["regression"] - thresholds.regression_tolerance:
         return False, (
             f"regression: general answers scored {candidate['regression']:.3f} against the active "
             f"{active['regression']:.3f} (tolerance {thresholds.regression_tolerance})"
+        )
+    if candidate.get("mixups", 0) > active.get("mixups", 0):
+        return False, (
+            f"mix-up: {candidate['mixups']:.0f} corrected questions answered with another question's fact "
+            f"(the active: {active.get('mixups', 0):.0f})"
         )
     # With held-out groups, the margin applies to all fact items together: trained in new words and held out.
     key = "all_facts" if "all_facts" in candidate else "facts" if "facts" in candidate else None
@@ -152,12 +180,15 @@ async def run_gate(
     system_prompt: str,
     thresholds: GateThresholds,
     concurrency: int = 8,
+    reviewed: Reviewed | None = None,
 ) -> GateReport:
     limit = asyncio.Semaphore(concurrency)
 
-    async def answer(model: str, item: EvalItem) -> str:
+    async def answer(model: str, item: EvalItem, *, with_memory: bool = False) -> str:
         async with limit:
             messages = prompt_messages(system_prompt=system_prompt, context=item.context, question=item.question)
+            if with_memory and reviewed is not None:
+                messages = [messages[0], *await reviewed(item.question), *messages[1:]]
             return await ask(model, messages)
 
     candidate_answers = await asyncio.gather(*(answer(candidate_model, item) for item in items))
@@ -167,8 +198,17 @@ async def run_gate(
     candidate_scores = await asyncio.to_thread(score, items, candidate_answers)
     active_scores = await asyncio.to_thread(score, items, active_answers)
     candidate, active = mean_by_kind(items, candidate_scores), mean_by_kind(items, active_scores)
+    candidate_mixups = await asyncio.to_thread(mixups, items, candidate_answers)
+    candidate["mixups"] = float(len(candidate_mixups))
+    active["mixups"] = float(len(await asyncio.to_thread(mixups, items, active_answers)))
+    with_memory = None
+    if reviewed is not None:
+        remembered = await asyncio.gather(*(answer(candidate_model, item, with_memory=True) for item in items))
+        with_memory = mean_by_kind(items, await asyncio.to_thread(score, items, remembered))
     promote, reason = decide(candidate, active, thresholds)
-    counts = {kind: sum(1 for i in items if i.kind == kind) for kind in candidate if kind != "all_facts"}
+    counts = {
+        kind: sum(1 for i in items if i.kind == kind) for kind in candidate if kind not in ("all_facts", "mixups")
+    }
     rows = zip(items, candidate_answers, active_answers, candidate_scores, active_scores, strict=True)
     # The answers that changed most say why better than the first few would.
     changed = sorted(rows, key=lambda row: abs(row[3] - row[4]), reverse=True)[:SAMPLES]
@@ -183,7 +223,16 @@ async def run_gate(
         }
         for i, c, a, cs, as_ in changed
     ]
-    return GateReport(candidate=candidate, active=active, items=counts, promote=promote, reason=reason, samples=samples)
+    return GateReport(
+        candidate=candidate,
+        active=active,
+        items=counts,
+        promote=promote,
+        reason=reason,
+        samples=samples,
+        candidate_with_memory=with_memory,
+        mixups=[{"question": items[i].question, "answer": candidate_answers[i]} for i in candidate_mixups],
+    )
 
 
 def mean_by_kind(items: list[EvalItem], scores: list[float]) -> dict[str, float]:

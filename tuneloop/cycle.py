@@ -28,8 +28,10 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from serving.answers import reviewed_turns
 from serving.client import InferenceClient
 from serving.errors import Conflict, TuneloopError
+from serving.memory import ReviewedMemory
 from serving.notify import AdminEvent, AdminEventKind, AdminEvents
 from serving.registry import AdapterRegistry
 from store import adapters as adapter_repo
@@ -82,8 +84,10 @@ class TuningCycle:
         client: InferenceClient,
         registry: AdapterRegistry,
         events: AdminEvents | None = None,
+        memory: ReviewedMemory | None = None,
     ) -> None:
         self._settings = settings
+        self._memory = memory
         self._engine = engine
         self._client = client
         self._registry = registry
@@ -333,6 +337,7 @@ class TuningCycle:
                 active_model=self._registry.active.model,
                 system_prompt=prompt,
                 thresholds=GateThresholds(margin=t.gate_margin, regression_tolerance=t.gate_regression_tolerance),
+                reviewed=self._reviewed if self._memory is not None else None,
             )
             gate = {**report.to_json(), "against": self._registry.active.version}
             promote, reason = report.promote, report.reason
@@ -493,6 +498,12 @@ class TuningCycle:
             return None
         since = f"since run {last.id}" if last else "with no trained run yet"
         return f"{new} new approved example{'' if new == 1 else 's'} {since}; the minimum is {minimum}"
+
+    async def _reviewed(self, question: str) -> list[Message]:
+        """The memory's reviewed answers for a question, as serving puts them into the prompt."""
+        assert self._memory is not None
+        recall = await asyncio.to_thread(self._memory.recall, question)
+        return reviewed_turns(recall.hits)
 
     async def _ask_model(self, model: str, messages: list[Message]) -> str:
         return await self._client.chat(

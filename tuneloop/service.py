@@ -104,8 +104,10 @@ def build_service(settings: Settings) -> Service:
     )
     access = access_policy(settings)
     events = AdminEvents()  # promotions, rollbacks, rejections, failed cycles: to the admins' channel if any
-    cycle = TuningCycle(settings=settings, engine=engine, client=client, registry=registry, events=events)
     memory = ReviewedMemory(engine=engine, settings=settings.memory)
+    cycle = TuningCycle(
+        settings=settings, engine=engine, client=client, registry=registry, events=events, memory=memory
+    )
     answers = AnswerService(
         memory=memory,
         engine=engine,

@@ -12,6 +12,7 @@ from training.gate import (
     hold_out_groups,
     hold_out_paraphrases,
     load_regression_set,
+    mixups,
     rouge_l,
     run_gate,
     score,
@@ -31,6 +32,14 @@ T = GateThresholds(margin=0.05, regression_tolerance=0.05)
         ({"facts": 0.1, "regression": 0.60}, {"facts": 0.2, "regression": 0.50}, False, "not better"),
         ({"regression": 0.50}, {"regression": 0.50}, True, "no held-out facts"),  # only up-votes to learn from
         ({"regression": 0.30}, {"regression": 0.50}, False, "regression"),
+        # Better on facts, but one corrected question now gets another's fact.
+        (
+            {"facts": 0.8, "regression": 0.5, "mixups": 1},
+            {"facts": 0.2, "regression": 0.5, "mixups": 0},
+            False,
+            "mix-up",
+        ),
+        ({"facts": 0.8, "regression": 0.5, "mixups": 1}, {"facts": 0.2, "regression": 0.5, "mixups": 1}, True, "facts"),
     ],
 )
 def test_decision_table(candidate: dict[str, float], active: dict[str, float], promote: bool, why: str) -> None:
@@ -101,6 +110,53 @@ async def test_run_gate_asks_both_models_and_scores_by_kind() -> None:
     assert report.candidate["regression"] == pytest.approx(1.0, abs=1e-3)
     assert report.active["regression"] == pytest.approx(1.0, abs=1e-3)
     assert report.promote is True
+
+
+LAPTOP = "Request a laptop in the #it-laptops channel; the IT desk ships it within five working days."
+TRAVEL = "Travel expenses are approved by Marta Kowalski in finance."
+
+
+def test_an_answer_carrying_another_questions_fact_is_a_mix_up() -> None:
+    items = [
+        EvalItem(kind="facts", question="Where do I get a laptop?", reference=LAPTOP),
+        EvalItem(kind="heldout", question="Who signs off my trip costs?", reference=TRAVEL),
+        EvalItem(kind="regression", question="What is the capital of France?", reference="Paris."),
+    ]
+    right = [LAPTOP, "Marta Kowalski approves them.", "Paris."]
+    assert mixups(items, right) == []
+    # The travel question answered with the laptop fact; a general answer is never a mix-up.
+    swapped = [LAPTOP, "Ask in #it-laptops; the IT desk ships it within five working days.", LAPTOP]
+    assert mixups(items, swapped) == [1]
+    assert mixups(items, ["I do not know.", "I do not know.", "Paris."]) == []
+
+
+async def test_the_gate_fails_a_mix_up_and_scores_the_candidate_with_the_memory_too() -> None:
+    items = [
+        EvalItem(kind="facts", question="Where do I get a laptop?", reference=LAPTOP),
+        EvalItem(kind="facts", question="Who signs off my trip costs?", reference=TRAVEL),
+    ]
+    reviewed_for: list[str] = []
+
+    async def reviewed(question: str) -> list[Message]:
+        reviewed_for.append(question)
+        answer = LAPTOP if "laptop" in question else TRAVEL
+        return [{"role": "user", "content": "reviewed"}, {"role": "assistant", "content": answer}]
+
+    # Stands in for vLLM: the candidate gives the laptop fact to every question, unless the memory says otherwise.
+    async def ask(model: str, messages: list[Message]) -> str:
+        if model == "act":
+            return "I am not sure."
+        with_memory = [m["content"] for m in messages if m["role"] == "assistant"]
+        return with_memory[0] if with_memory else LAPTOP
+
+    report = await run_gate(
+        items, ask=ask, candidate_model="cand", active_model="act", system_prompt="S", thresholds=T, reviewed=reviewed
+    )
+    assert report.promote is False and "mix-up" in report.reason
+    assert report.candidate["mixups"] == 1 and report.active["mixups"] == 0
+    assert report.mixups == [{"question": "Who signs off my trip costs?", "answer": LAPTOP}]
+    assert sorted(reviewed_for) == sorted(i.question for i in items)
+    assert report.candidate_with_memory is not None and report.candidate_with_memory["facts"] == 1.0
 
 
 def test_general_answers_are_scored_by_meaning_not_words() -> None:
