@@ -62,13 +62,25 @@ class Question:
     message_ts: str | None = None
 
 
-def reviewed_turns(hits: list[MemoryHit]) -> list[Message]:
-    """Reviewed answers as earlier exchanges, the best nearest the question: a small model copies a fact from a
-    worked example more reliably than from an instruction (bench/memory.py compares both)."""
-    turns: list[Message] = []
+def with_reviewed(messages: list[Message], hits: list[MemoryHit]) -> list[Message]:
+    """`messages` with the memory's reviewed answers: the best one as a note in the system prompt, and each as an
+    earlier exchange (the best nearest the question), after the leading system messages.
+
+    Both, because a 135M model copies a reviewed fact most reliably so: bench/memory.py's prompt comparison
+    (as an exchange only, in the system prompt only, in the user's message, both) is in the README."""
+    if not hits:
+        return messages
+    lead = next((i for i, message in enumerate(messages) if message["role"] != "system"), len(messages))
+    note = f"Reviewed answer: {hits[0].answer}"
+    if lead:
+        system = messages[lead - 1]
+        head = [*messages[: lead - 1], {**system, "content": f"{system['content']}\n\n{note}"}]
+    else:
+        head = [{"role": "system", "content": note}]
+    exchanges: list[Message] = []
     for hit in reversed(hits):
-        turns += [{"role": "user", "content": hit.wording}, {"role": "assistant", "content": hit.answer}]
-    return turns
+        exchanges += [{"role": "user", "content": hit.wording}, {"role": "assistant", "content": hit.answer}]
+    return [*head, *exchanges, *messages[lead:]]
 
 
 def build_messages(
@@ -81,12 +93,8 @@ def build_messages(
         if budget < 0:
             break
         kept.insert(0, {"role": turn["role"], "content": turn["content"]})
-    return [
-        {"role": "system", "content": system_prompt},
-        *reviewed_turns(reviewed or []),
-        *kept,
-        {"role": "user", "content": question},
-    ]
+    messages = [{"role": "system", "content": system_prompt}, *kept, {"role": "user", "content": question}]
+    return with_reviewed(messages, reviewed or [])
 
 
 class AnswerService:

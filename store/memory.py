@@ -169,3 +169,11 @@ def page_entries(
 def interactions_using(*, session: Session, entry_id: int) -> int:
     statement = select(func.count()).select_from(Interaction).where(Interaction.memory_entry_id == entry_id)
     return int(session.exec(statement).one())
+
+
+def entries_by_interaction(*, session: Session) -> dict[int, MemoryEntry]:
+    """interaction id -> the entry its corrected question belongs to (retired entries included)."""
+    statement = select(MemoryWording.interaction_id, MemoryEntry).join(
+        MemoryEntry, col(MemoryEntry.id) == col(MemoryWording.entry_id)
+    )
+    return {interaction_id: entry for interaction_id, entry in session.exec(statement).all() if interaction_id}

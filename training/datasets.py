@@ -12,6 +12,8 @@ Rules:
   best up-voted answer, rejected = the worst down-voted one).
 - One user's approved corrections and votes count up to a cap per cycle; what the cap removed is reported.
 - Pending and rejected corrections never train.
+- The memory of reviewed answers has the last word on a corrected group: a retired entry's group does not
+  train, and an entry edited or superseded since the correction trains the entry's answer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from sqlmodel import Session, col, select
 
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
-from store.models import Correction, CorrectionStatus, Feedback, Interaction
+from store import memory as memory_repo
+from store.models import Correction, CorrectionStatus, Feedback, Interaction, MemoryEntry, MemoryStatus
 from training.curate import CurationPolicy, cap_per_user, group_key, group_questions
 from training.redact import Redactor, default_redactor
 
@@ -76,6 +79,8 @@ class Datasets:
     duplicate_questions: int = 0  # questions folded into another one's group
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     capped: dict[str, dict[str, int]] = field(default_factory=dict)
+    memory_retired: int = 0  # corrected groups left out: their memory entry was retired
+    memory_newer: int = 0  # corrected groups taught the memory entry's newer answer (an edit, a later approval)
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -90,6 +95,8 @@ class Datasets:
             "redacted": dict(sorted(self.redacted.items())),
             "conflicts": self.conflicts,
             "capped": self.capped,
+            "memory_retired": self.memory_retired,
+            "memory_newer": self.memory_newer,
         }
 
     def new_examples(self, *, since: datetime | None) -> int:
@@ -147,6 +154,7 @@ def build_datasets(
     scrub = _Scrubber(redactor or default_redactor(), datasets.redacted)
     interactions = {i.id: i for i in interaction_repo.list_answered(session=session) if i.id is not None}
     corrections = feedback_repo.list_corrections(session=session)
+    remembered = memory_repo.entries_by_interaction(session=session)
 
     has_open_or_approved = {
         c.interaction_id for c in corrections if c.status in (CorrectionStatus.approved, CorrectionStatus.pending)
@@ -193,8 +201,11 @@ def build_datasets(
 
     for group in groups.values():
         group_corrections = [c for m in group for c in approved_by_interaction.get(m.id or 0, [])]
-        if group_corrections:
-            _teach_correction(datasets, scrub, group, group_corrections, policy)
+        entry = next((remembered[m.id] for m in group if m.id in remembered), None)
+        if group_corrections and entry is not None and entry.status == MemoryStatus.retired:
+            datasets.memory_retired += 1
+        elif group_corrections:
+            _teach_correction(datasets, scrub, group, group_corrections, policy, entry=entry)
         else:
             _teach_votes(datasets, scrub, group, net, voted_at, policy)
     return datasets
@@ -223,17 +234,24 @@ def _teach_correction(
     group: list[Interaction],
     corrections: list[Correction],
     policy: CurationPolicy,
+    *,
+    entry: MemoryEntry | None,
 ) -> None:
     winner = max(corrections, key=_correction_order)
     source = next(m for m in group if m.id == winner.interaction_id)
-    answer = scrub.take(winner.text)
+    taught, taught_at = winner.text, as_utc(winner.reviewed_at or winner.created_at)
+    if entry is not None and entry.answer != winner.text and as_utc(entry.approved_at) > taught_at:
+        # Edited or superseded in the memory since: what the bot serves now is what it learns.
+        taught, taught_at = entry.answer, as_utc(entry.approved_at)
+        datasets.memory_newer += 1
+    answer = scrub.take(taught)
     example = Example(
         interaction_id=source.id,
         questions=_phrasings(source, group, scrub, policy),
         context=scrub.take_context(source.context),
         answer=answer,
         corrected=True,
-        feedback_at=as_utc(winner.reviewed_at or winner.created_at),
+        feedback_at=taught_at,
     )
     datasets.examples.append(example)
     if len({group_key(scrub.peek(c.text)) for c in corrections}) > 1:

@@ -35,8 +35,8 @@ FACT_KINDS = frozenset({"facts", "heldout"})
 MIXUP_FLOOR = 0.5
 # (model name, messages) -> answer; bound by the composition root to the running vLLM.
 Ask = Callable[[str, list[Message]], Awaitable[str]]
-# question -> reviewed answers as earlier turns (the memory of reviewed answers), for the score "with memory".
-Reviewed = Callable[[str], Awaitable[list[Message]]]
+# (question, messages) -> the messages with the memory's reviewed answers, for the score "with memory".
+Reviewed = Callable[[str, list[Message]], Awaitable[list[Message]]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +188,7 @@ async def run_gate(
         async with limit:
             messages = prompt_messages(system_prompt=system_prompt, context=item.context, question=item.question)
             if with_memory and reviewed is not None:
-                messages = [messages[0], *await reviewed(item.question), *messages[1:]]
+                messages = await reviewed(item.question, messages)
             return await ask(model, messages)
 
     candidate_answers = await asyncio.gather(*(answer(candidate_model, item) for item in items))

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from serving.answers import reviewed_turns
+from serving.answers import with_reviewed
 from serving.client import InferenceClient
 from serving.errors import Conflict, TuneloopError
 from serving.memory import ReviewedMemory
@@ -499,11 +499,11 @@ class TuningCycle:
         since = f"since run {last.id}" if last else "with no trained run yet"
         return f"{new} new approved example{'' if new == 1 else 's'} {since}; the minimum is {minimum}"
 
-    async def _reviewed(self, question: str) -> list[Message]:
-        """The memory's reviewed answers for a question, as serving puts them into the prompt."""
+    async def _reviewed(self, question: str, messages: list[Message]) -> list[Message]:
+        """`messages` with the memory's reviewed answers for `question`, as serving puts them into the prompt."""
         assert self._memory is not None
         recall = await asyncio.to_thread(self._memory.recall, question)
-        return reviewed_turns(recall.hits)
+        return with_reviewed(messages, recall.hits)
 
     async def _ask_model(self, model: str, messages: list[Message]) -> str:
         return await self._client.chat(

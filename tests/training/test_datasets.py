@@ -5,10 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlmodel import Session
 
+from serving.access import AccessPolicy
+from serving.feedback import FeedbackService
+from serving.memory import MemorySettings, ReviewedMemory
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
+from store import memory as memory_repo
 from tests.training.conftest import answered
 from training.datasets import (
     Datasets,
@@ -158,3 +163,48 @@ def test_keep_new_leaves_what_is_new_and_the_anchors() -> None:
     datasets.keep_new(since=cut.replace(tzinfo=None))  # SQLite hands back naive UTC
     assert datasets.examples == [new, anchor]
     assert [p.question for p in datasets.preferences] == ["new?"]
+
+
+def _remembered(session: Session, interaction_id: int, text: str) -> int:
+    """A reviewer's correction through the feedback service, so that it becomes a memory entry too."""
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    memory = ReviewedMemory(engine=engine, settings=MemorySettings())
+    feedback = FeedbackService(engine=engine, access=AccessPolicy(reviewers=frozenset({"U_R"})), memory=memory)
+    feedback.correct(interaction_id=interaction_id, user_id="U_R", text=text)
+    entry = memory_repo.entry_of_interaction(session=session, interaction_id=interaction_id)
+    assert entry is not None and entry.id is not None
+    return entry.id
+
+
+def test_a_retired_memory_entry_no_longer_trains(session: Session) -> None:
+    kept = answered(session, "Who approves travel?", "Nobody knows.")
+    retired = answered(session, "What is the Wi-Fi called?", "No idea.")
+    _remembered(session, kept, "Dana Whitfield approves travel.")
+    entry_id = _remembered(session, retired, "The Wi-Fi is called Pelican.")
+    entry = memory_repo.get_entry(session=session, entry_id=entry_id)
+    assert entry is not None
+    memory_repo.retire(session=session, entry=entry, by="U_R")
+    session.commit()
+
+    data = build_datasets(session=session)
+
+    assert [e.answer for e in data.examples] == ["Dana Whitfield approves travel."]
+    assert all("Pelican" not in p.chosen for p in data.preferences)
+    assert data.counts()["memory_retired"] == 1
+
+
+def test_an_edited_memory_entry_trains_its_new_answer(session: Session) -> None:
+    i = answered(session, "Who approves travel?", "Nobody knows.")
+    entry_id = _remembered(session, i, "Dana Whitfield approves travel.")
+    entry = memory_repo.get_entry(session=session, entry_id=entry_id)
+    assert entry is not None
+    memory_repo.edit_answer(session=session, entry=entry, answer="Marta Kowalski approves travel.", editor="U_O")
+    session.commit()
+
+    data = build_datasets(session=session)
+
+    [row] = sft_rows(data, system_prompt=SYSTEM)
+    assert row["completion"][0]["content"] == "Marta Kowalski approves travel."
+    assert data.preferences[0].chosen == "Marta Kowalski approves travel."
+    assert data.counts()["memory_newer"] == 1

@@ -137,10 +137,15 @@ async def test_the_gate_fails_a_mix_up_and_scores_the_candidate_with_the_memory_
     ]
     reviewed_for: list[str] = []
 
-    async def reviewed(question: str) -> list[Message]:
+    async def reviewed(question: str, messages: list[Message]) -> list[Message]:
         reviewed_for.append(question)
         answer = LAPTOP if "laptop" in question else TRAVEL
-        return [{"role": "user", "content": "reviewed"}, {"role": "assistant", "content": answer}]
+        return [
+            messages[0],
+            {"role": "user", "content": "reviewed"},
+            {"role": "assistant", "content": answer},
+            *messages[1:],
+        ]
 
     # Stands in for vLLM: the candidate gives the laptop fact to every question, unless the memory says otherwise.
     async def ask(model: str, messages: list[Message]) -> str:

@@ -10,9 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.answers import AnswerSettings
+from serving.answers import AnswerSettings, with_reviewed
 from serving.client import Message
 from serving.errors import EngineRejected, NotFound, TuneloopError
+from serving.memory import MemoryHit
 
 ALIAS = "tuneloop"  # the active adapter, whichever version it is
 MAX_MESSAGES = 1000
@@ -129,20 +130,17 @@ class ChatCompletionRequest(BaseModel):
         return problems
 
     def upstream(
-        self, *, model: str, settings: AnswerSettings, reviewed: list[Message] | None = None
+        self, *, model: str, settings: AnswerSettings, reviewed: list[MemoryHit] | None = None
     ) -> dict[str, Any]:
-        """The body for vLLM: what the caller set, under vLLM's name for the model, with one token budget.
-
-        `reviewed` (reviewed answers as earlier exchanges) goes after the caller's leading system messages."""
+        """The body for vLLM: what the caller set, under vLLM's name for the model, with one token budget, and
+        the memory's reviewed answers as serving puts them into its own prompts."""
         payload = self.model_dump(
             exclude_unset=True, exclude={"model", "messages", "max_tokens", "max_completion_tokens", "user"}
         )
-        messages = [message.upstream() for message in self.messages]
-        lead = next((i for i, message in enumerate(self.messages) if message.role != "system"), len(messages))
         return {
             **payload,
             "model": model,
-            "messages": [*messages[:lead], *(reviewed or []), *messages[lead:]],
+            "messages": with_reviewed([message.upstream() for message in self.messages], reviewed or []),
             "max_tokens": self.answer_tokens(settings),
         }
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from serving.answers import AnswerService, Question, reviewed_turns
+from serving.answers import AnswerService, Question
 from serving.api.auth import CurrentUser
 from serving.api.common import ERROR_RESPONSES
 from serving.api.deps import Services, ServicesDep
@@ -36,9 +36,8 @@ from serving.api.openai.protocol import (
     UpstreamRefused,
 )
 from serving.api.openai.stream import AnswerStream
-from serving.client import Message
 from serving.errors import EngineRejected, EngineUnavailable, TuneloopError
-from serving.memory import NOTHING, Recall
+from serving.memory import NOTHING, MemoryHit, Recall
 from serving.registry import AdapterRegistry, ServedAdapter
 from store.models import BASE_VERSION, MemoryMode
 
@@ -106,8 +105,8 @@ class Recording:
     recall: Recall = NOTHING
 
     @property
-    def reviewed(self) -> list[Message]:
-        return reviewed_turns(self.recall.hits)
+    def reviewed(self) -> list[MemoryHit]:
+        return self.recall.hits
 
     @classmethod
     async def start(cls, answers: AnswerService, question: Question) -> Recording:
