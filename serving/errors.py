@@ -4,6 +4,7 @@ TuneloopError
  ├── EngineUnavailable      vLLM is down, starting, or timed out: retry later
  ├── EngineRejected         vLLM answered with an error (e.g. an adapter it refuses)
  ├── InvalidQuestion        empty, or over the size limit
+ ├── InvalidRequest         parameters that are valid alone but not together
  ├── NotFound               an interaction, correction, version or run id that does not exist
  ├── Conflict               a state that forbids the action (a correction already reviewed, a cycle running)
  ├── Unauthenticated        no credential, or one that is unknown or revoked
@@ -39,6 +40,11 @@ class EngineRejected(TuneloopError):
 class InvalidQuestion(TuneloopError):
     status_code = 422
     code = "invalid_question"
+
+
+class InvalidRequest(TuneloopError):
+    status_code = 422
+    code = "invalid_request"  # the code of the envelope's schema validation errors too
 
 
 class NotFound(TuneloopError):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,9 +24,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from serving.access import Channel, Principal
+from serving.api.interactions.protocol import MAX_CORRECTION_CHARS
+from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound, TuneloopError
+from store import audit as audit_repo
 from store import memory as memory_repo
+from store.audit import AuditEntry
 from store.db import session_scope
 from store.models import Correction, Interaction, MemoryEntry, MemoryMode, MemoryStatus
+from store.pages import Page
 from training.embedder import DIMENSIONS, embed
 
 log = logging.getLogger(__name__)
@@ -234,3 +242,161 @@ class ReviewedMemory:
             )
         log.info("memory.remembered entry=%s correction=%s", entry.id, correction.id)
         return entry
+
+    # --- Reviewers manage entries: the API, the CLI (through the API) and Slack's App Home call these. ---
+    # All are blocking (the store, and the embedder for `find`): call them in a worker thread. Reading takes no
+    # principal, so the caller checks the reviewer role first; `edit` and `retire` check it again and write their
+    # audit event in the change's own commit (a refusal or a failure is audited on its own, afterwards).
+
+    def list_entries(
+        self, *, limit: int, before: int | None = None, status: MemoryStatus | None = MemoryStatus.active
+    ) -> Page[MemoryEntry]:
+        """Entries newest first, `limit` at a time (`before`: the previous page's `next_cursor`; status None: all)."""
+        with session_scope(self._engine) as session:
+            return memory_repo.page_entries(session=session, limit=limit, before=before, status=status)
+
+    def find(self, query: str, *, limit: int) -> list[tuple[MemoryEntry, float]]:
+        """Active entries by meaning: (entry, similarity of its nearest wording to `query`), best first.
+
+        At most `limit`, and no further pages: a search is ranked, not listed. Raises InvalidQuestion when blank.
+        """
+        query = query.strip()
+        if not query:
+            raise InvalidQuestion("the search is empty", hint="Write a question the way someone would ask it.")
+        hits = self.search(query, limit=limit)
+        if not hits:
+            return []
+        with session_scope(self._engine) as session:
+            rows = memory_repo.entries_by_id(session=session, entry_ids=[hit.entry_id for hit in hits])
+        # An entry retired by another process since the index refreshed is left out.
+        return [
+            (rows[hit.entry_id], hit.score)
+            for hit in hits
+            if hit.entry_id in rows and rows[hit.entry_id].status == MemoryStatus.active
+        ]
+
+    def questions_of(self, entry_ids: list[int]) -> dict[int, str]:
+        """Each entry's first wording of its question, to show beside its answer in a listing."""
+        if not entry_ids:
+            return {}
+        with session_scope(self._engine) as session:
+            return memory_repo.first_wordings(session=session, entry_ids=entry_ids)
+
+    def show(self, entry_id: int) -> EntryDetails:
+        """One entry with every wording of its question and how many answers used it. Raises NotFound."""
+        with session_scope(self._engine) as session:
+            entry = memory_repo.get_entry(session=session, entry_id=entry_id)
+            if entry is None:
+                raise _not_found(entry_id)
+            return EntryDetails(
+                entry=entry,
+                wordings=memory_repo.wordings_of(session=session, entry_id=entry_id),
+                answers_using=memory_repo.interactions_using(session=session, entry_id=entry_id),
+            )
+
+    def edit(self, entry_id: int, *, answer: str, by: Principal) -> MemoryEntry:
+        """Replace an active entry's answer; `by` becomes who approved it. Audited as `memory.edit`.
+
+        Raises InvalidQuestion (blank, or over MAX_CORRECTION_CHARS), Forbidden (not a reviewer), NotFound, and
+        Conflict for a retired entry.
+        """
+        text = answer.strip()
+        if not text:
+            raise InvalidQuestion("the answer is empty", hint="Write the answer the bot should give.")
+        if len(text) > MAX_CORRECTION_CHARS:
+            raise InvalidQuestion(f"the answer is over {MAX_CORRECTION_CHARS:,} characters")
+
+        def rewrite(session: Session, entry: MemoryEntry) -> dict[str, Any]:
+            # Lengths only: the answer may hold personal data, and the audit log is kept for long.
+            detail = {"chars": len(text), "previous_chars": len(entry.answer)}
+            memory_repo.edit_answer(session=session, entry=entry, answer=text, editor=by.user_id)
+            return detail
+
+        return self._change(entry_id, by=by, action="memory.edit", apply=rewrite)
+
+    def retire(self, entry_id: int, *, by: Principal) -> MemoryEntry:
+        """Stop serving an entry, in every process from the next question on. Audited as `memory.retire`.
+
+        Not idempotent: retiring a retired entry raises Conflict ("already retired"), as do NotFound and Forbidden.
+        """
+
+        def stop_serving(session: Session, entry: MemoryEntry) -> dict[str, Any]:
+            memory_repo.retire(session=session, entry=entry, by=by.user_id)
+            return {}
+
+        return self._change(entry_id, by=by, action="memory.retire", apply=stop_serving)
+
+    def _change(
+        self,
+        entry_id: int,
+        *,
+        by: Principal,
+        action: str,
+        apply: Callable[[Session, MemoryEntry], dict[str, Any]],
+    ) -> MemoryEntry:
+        """Apply a reviewer's change to an active entry and store its audit event in the same commit."""
+        audit = AuditEntry(actor=by.user_id, source=AUDIT_SOURCES[by.via], action=action, target=f"memory:{entry_id}")
+        if not by.is_reviewer:
+            self._audit(replace(audit, outcome="refused", detail={"reason": "needs reviewer", "role": by.role.name}))
+            raise Forbidden(
+                f"{action} needs the reviewer role; {by.user_id} is {by.role.name}",
+                hint="Ask an admin to add your id to TUNELOOP_ACCESS__REVIEWERS.",
+            )
+        try:
+            with session_scope(self._engine) as session:
+                entry = memory_repo.get_entry(session=session, entry_id=entry_id, for_update=True)
+                if entry is None:
+                    raise _not_found(entry_id)
+                if entry.status == MemoryStatus.retired:
+                    raise _retired(entry_id, action)
+                detail = apply(session, entry)
+                audit_repo.add_audit(session=session, entry=replace(audit, detail=detail))
+                session.commit()
+        except TuneloopError as error:
+            self._audit(replace(audit, outcome="failed", detail={"error": error.message}))
+            raise
+        except Exception as error:
+            self._audit(replace(audit, outcome="failed", detail={"error": f"unexpected: {type(error).__name__}"}))
+            raise
+        log.info("audit action=%s actor=%s target=%s outcome=ok", action, by.user_id, audit.target)
+        return entry
+
+    def _audit(self, entry: AuditEntry) -> None:
+        """Audit a refusal or a failure on its own; if even that fails (the database is down), log it."""
+        try:
+            with session_scope(self._engine) as session:
+                audit_repo.add_audit(session=session, entry=entry)
+                session.commit()
+        except Exception:
+            log.exception("audit.write_failed action=%s actor=%s target=%s", entry.action, entry.actor, entry.target)
+            return
+        log.info(
+            "audit action=%s actor=%s target=%s outcome=%s", entry.action, entry.actor, entry.target, entry.outcome
+        )
+
+
+# The audit event's source, by the channel that proved the reviewer's identity (the CLI acts through the API).
+AUDIT_SOURCES: dict[Channel, str] = {"token": "api", "slack": "slack"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryDetails:
+    """One entry as a reviewer sees it."""
+
+    entry: MemoryEntry
+    wordings: list[str]  # every wording of its question, oldest first
+    answers_using: int  # answers that used it, given as is or in the prompt
+
+
+def _not_found(entry_id: int) -> NotFound:
+    return NotFound(f"memory entry {entry_id} does not exist", hint="List entries with `tuneloop memory list`.")
+
+
+def _retired(entry_id: int, action: str) -> Conflict:
+    if action == "memory.retire":
+        return Conflict(f"memory entry {entry_id} is already retired", hint="It is already retired: nothing to do.")
+    return Conflict(
+        f"memory entry {entry_id} is retired, so it is no longer served and stays as it was",
+        hint="To serve an answer to its question again, correct an answer to that question: "
+        "a reviewer's correction is served at once.",
+    )

@@ -138,8 +138,9 @@ def retire(*, session: Session, entry: MemoryEntry, by: str) -> MemoryEntry:
     return entry
 
 
-def get_entry(*, session: Session, entry_id: int) -> MemoryEntry | None:
-    return session.get(MemoryEntry, entry_id)
+def get_entry(*, session: Session, entry_id: int, for_update: bool = False) -> MemoryEntry | None:
+    """The entry; `for_update` locks its row until the commit (PostgreSQL; SQLite has one writer anyway)."""
+    return session.get(MemoryEntry, entry_id, with_for_update=for_update)
 
 
 def wordings_of(*, session: Session, entry_id: int) -> list[str]:
@@ -177,3 +178,19 @@ def entries_by_interaction(*, session: Session) -> dict[int, MemoryEntry]:
         MemoryEntry, col(MemoryEntry.id) == col(MemoryWording.entry_id)
     )
     return {interaction_id: entry for interaction_id, entry in session.exec(statement).all() if interaction_id}
+
+
+def first_wordings(*, session: Session, entry_ids: list[int]) -> dict[int, str]:
+    """The first wording of each entry's question (the one its first approval came with), for listings."""
+    firsts = (
+        select(func.min(MemoryWording.id))
+        .where(col(MemoryWording.entry_id).in_(entry_ids))
+        .group_by(col(MemoryWording.entry_id))
+    )
+    statement = select(MemoryWording.entry_id, MemoryWording.text).where(col(MemoryWording.id).in_(firsts))
+    return {entry_id: text for entry_id, text in session.exec(statement).all()}
+
+
+def entries_by_id(*, session: Session, entry_ids: list[int]) -> dict[int, MemoryEntry]:
+    statement = select(MemoryEntry).where(col(MemoryEntry.id).in_(entry_ids))
+    return {entry.id: entry for entry in session.exec(statement).all() if entry.id is not None}

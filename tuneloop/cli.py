@@ -30,6 +30,7 @@ from serving.api.admin.protocol import (
 )
 from serving.api.common import ErrorEnvelope
 from serving.api.interactions.protocol import (
+    MAX_CORRECTION_CHARS,
     AskRequest,
     AskResponse,
     CorrectionPage,
@@ -39,6 +40,7 @@ from serving.api.interactions.protocol import (
     VoteRequest,
     VoteResponse,
 )
+from serving.api.memory.protocol import MemoryEditRequest, MemoryEntryDetails, MemoryEntryPage, MemoryEntryPublic
 from store.db import session_scope
 from tuneloop.settings import Settings
 
@@ -53,9 +55,13 @@ app = typer.Typer(
 model_app = typer.Typer(help="The base model.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Training data.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (run on the service's host).", no_args_is_help=True)
+memory_app = typer.Typer(
+    help="The memory of reviewed answers: what the bot answers as reviewed (reviewers only).", no_args_is_help=True
+)
 app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(token_app, name="token")
+app.add_typer(memory_app, name="memory")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -674,6 +680,129 @@ def dataset_export(directory: Path, token: TokenOpt = "", url: UrlOpt = DEFAULT_
         path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         written[name] = {"path": str(path), "rows": len(rows)}
     _emit(as_json, written, "\n".join(f"{v['path']}: {v['rows']} rows" for v in written.values()))
+
+
+# --- the memory of reviewed answers (reviewers only) ------------------------------------------------------
+EntryIdArg = Annotated[int, typer.Argument(help="The entry id shown by `memory list` or `memory search`.")]
+
+
+@memory_app.command("list")
+def memory_list(
+    token: TokenOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    status: Annotated[str, typer.Option(help="active (served), retired or all.")] = "active",
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    before: Annotated[int | None, typer.Option(help="The next_cursor of the previous page.")] = None,
+) -> None:
+    """Reviewed answers, newest first."""
+    if status not in ("active", "retired", "all"):
+        _fail(as_json, "invalid_status", f"status must be active, retired or all, not {status[:40]!r}", None)
+    page = _call(
+        url, "GET", "/api/memory", token=token, as_json=as_json, response=MemoryEntryPage,
+        params={"limit": limit, "before": before, "status": status},
+    )  # fmt: skip
+    if as_json:
+        print(page.model_dump_json())
+        return
+    lines = [_entry_line(entry) for entry in page.entries]
+    if not lines:
+        lines.append("no entries" if status == "all" else f"no {status} entries")
+    if page.has_more:
+        lines.append(f"[dim]more: --before {page.next_cursor}[/]")
+    console.print("\n".join(lines))
+
+
+@memory_app.command("search")
+def memory_search(
+    query: Annotated[str, typer.Argument(help="A question, as someone would ask it.")],
+    token: TokenOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="How many, best first.")] = 10,
+) -> None:
+    """Active reviewed answers nearest in meaning to QUERY, best first, with their similarity."""
+    page = _call(
+        url, "GET", "/api/memory", token=token, as_json=as_json, response=MemoryEntryPage,
+        params={"q": query, "limit": limit},
+    )  # fmt: skip
+    lines = [f"{entry.similarity or 0:.2f}  {_entry_line(entry)}" for entry in page.entries]
+    _emit(as_json, page, "\n".join(lines) or "no active entries")
+
+
+@memory_app.command("show")
+def memory_show(
+    entry_id: EntryIdArg, token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """One entry: every wording of its question, its answer, who approved it and how many answers used it."""
+    entry = _call(url, "GET", f"/api/memory/{entry_id}", token=token, as_json=as_json, response=MemoryEntryDetails)
+    _emit(as_json, entry, _entry_text(entry))
+
+
+@memory_app.command("edit")
+def memory_edit(
+    entry_id: EntryIdArg,
+    answer: Annotated[str, typer.Option("--answer", help="The answer to give from now on.", show_default=False)],
+    token: TokenOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace an entry's answer: it is served at once, with you as its approver (audited)."""
+    try:
+        body = MemoryEditRequest.model_validate({"answer": answer})
+    except ValueError:
+        _fail(
+            as_json,
+            "invalid_answer",
+            f"the answer must be 1 to {MAX_CORRECTION_CHARS:,} characters, not counting spaces around it",
+            "Pass the answer the bot should give with --answer.",
+        )
+    entry = _call(
+        url, "PATCH", f"/api/memory/{entry_id}", token=token, as_json=as_json, response=MemoryEntryDetails, body=body
+    )
+    _emit(
+        as_json,
+        entry,
+        f"entry {entry.id} now answers, approved by {escape(entry.approved_by)}:\n{escape(entry.answer)}",
+    )
+
+
+@memory_app.command("retire")
+def memory_retire(
+    entry_id: EntryIdArg, token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False
+) -> None:
+    """Stop serving an entry, at once (audited); it stays listed under --status retired."""
+    entry = _call(
+        url, "POST", f"/api/memory/{entry_id}/retire", token=token, as_json=as_json, response=MemoryEntryDetails
+    )
+    _emit(as_json, entry, f"entry {entry.id} retired; it is no longer served")
+
+
+def _entry_line(entry: MemoryEntryPublic) -> str:
+    question = _short(entry.question or "-", 60)
+    return (
+        f"{entry.id}: [{'green' if entry.status == 'active' else 'dim'}]{entry.status}[/] "
+        f"{escape(question)} → {escape(_short(entry.answer, 80))} [dim]({escape(entry.approved_by)})[/]"
+    )
+
+
+def _entry_text(entry: MemoryEntryDetails) -> str:
+    lines = [f"entry {entry.id} ({entry.status})", "question:"]
+    lines += [f"  {escape(wording)}" for wording in entry.wordings]
+    lines += [
+        f"answer:\n  {escape(entry.answer)}",
+        f"approved by {escape(entry.approved_by)} at {entry.approved_at.isoformat()[:19]}"
+        + (f" (correction {entry.correction_id})" if entry.correction_id else ""),
+        f"used by {entry.answers_using} answer{'s' if entry.answers_using != 1 else ''}",
+    ]
+    if entry.retired_at is not None:
+        lines.append(f"retired at {entry.retired_at.isoformat()[:19]} by {escape(entry.updated_by or '-')}")
+    return "\n".join(lines)
+
+
+def _short(text: str, chars: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= chars else flat[: chars - 1] + "…"
 
 
 def main() -> None:

@@ -28,6 +28,10 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, Role]] = [
     ("POST", "/api/interactions/{interaction_id}/corrections", {"text": "It is on floor 3."}, Role.employee),
     ("GET", "/api/corrections", None, Role.reviewer),
     ("POST", "/api/corrections/{correction_id}/review", {"decision": "approve"}, Role.reviewer),
+    ("GET", "/api/memory", None, Role.reviewer),
+    ("GET", "/api/memory/{entry_id}", None, Role.reviewer),
+    ("PATCH", "/api/memory/{entry_id}", {"answer": "It is on floor 3."}, Role.reviewer),
+    ("POST", "/api/memory/{entry_id}/retire", None, Role.reviewer),
     ("POST", "/admin/train", {}, Role.admin),
     ("GET", "/admin/runs", None, Role.admin),
     ("GET", "/admin/runs/{run_id}", None, Role.admin),
@@ -49,7 +53,7 @@ OPEN_ROUTES = {("GET", "/healthz")}
 
 
 def _path(template: str) -> str:
-    return template.format(interaction_id=1, correction_id=1, run_id=1)
+    return template.format(interaction_id=1, correction_id=1, run_id=1, entry_id=1)
 
 
 def test_the_table_covers_every_route_of_the_app(callers: Callers) -> None:

@@ -1,0 +1,1 @@
+"""The memory feature of the HTTP API: protocol (pydantic I/O) and router."""
