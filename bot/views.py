@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from serving.api.admin.protocol import AdapterVersionPublic, RunPublic, StatusResponse
 from serving.notify import AdminEvent, AdminEventKind
+from store.models import MemoryMode, utcnow
+
+if TYPE_CHECKING:
+    from serving.memory import MemoryHit
 
 Block = dict[str, Any]
 
@@ -88,8 +93,33 @@ def streaming_blocks(partial: str) -> list[Block]:
     return [*text_sections(partial, tail=True), _context(":writing_hand: writing…")]
 
 
-def answer_blocks(*, text: str, interaction_id: int, adapter_version: str) -> list[Block]:
+def short_date(at: datetime) -> str:
+    """Day and short month ("12 Nov"), with the year only when it is not this year's."""
+    return f"{at.day} {at:%b}" + (f" {at.year}" if at.year != utcnow().year else "")
+
+
+def memory_credit(*, hit: MemoryHit, mode: MemoryMode | None) -> str:
+    """Who reviewed the answer an answer used: given as is (direct), or as a fact in the prompt."""
+    reviewed = f"{who(hit.approved_by)} on {short_date(hit.approved_at)}"
+    if mode is MemoryMode.direct:
+        return f"reviewed answer by {reviewed}"
+    return f"based on an answer reviewed by {reviewed}"
+
+
+def answer_blocks(
+    *,
+    text: str,
+    interaction_id: int,
+    adapter_version: str,
+    memory: MemoryHit | None = None,
+    memory_mode: MemoryMode | None = None,
+) -> list[Block]:
     value = str(interaction_id)
+    facts = [f"adapter `{adapter_version}`", f"ref {interaction_id}"]
+    if memory is not None:
+        credit = memory_credit(hit=memory, mode=memory_mode)
+        # A reviewed answer given as is: no model wrote it, so no adapter is named.
+        facts = [credit, f"ref {interaction_id}"] if memory_mode is MemoryMode.direct else [*facts, credit]
     return [
         *text_sections(text),
         {
@@ -101,7 +131,7 @@ def answer_blocks(*, text: str, interaction_id: int, adapter_version: str) -> li
                 _button("Correct this answer", CORRECT_OPEN, value),
             ],
         },
-        _context(f"adapter `{adapter_version}` · ref {interaction_id}"),
+        _context(" · ".join(facts)),
     ]
 
 
