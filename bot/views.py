@@ -172,7 +172,42 @@ class CorrectionTarget:
         )
 
 
-def correction_modal(*, target: CorrectionTarget, question: str, answer: str) -> Block:
+@dataclass(frozen=True, kw_only=True)
+class CorrectionOutlook:
+    """The reviewed entry a corrected answer came from, and what an approved correction will do to it."""
+
+    entry_id: int
+    wording: str  # the entry's first wording of its question
+    approved_by: str
+    approved_at: datetime
+    active: bool
+    decided: bool = False
+    replaces: int | None = None  # the entry the correction replaces (when decided); None: a new entry
+
+
+def outlook_text(outlook: CorrectionOutlook) -> str:
+    number = f"#{outlook.entry_id}"
+    wording = f"“{_clip(outlook.wording, 200)}”, " if outlook.wording.strip() else ""
+    text = (
+        f"This answer came from reviewed entry {number} ({wording}reviewed by {who(outlook.approved_by)} on "
+        f"{short_date(outlook.approved_at)}){', since retired' if not outlook.active else ''}."
+    )
+    if not outlook.decided:
+        return text + " Whether your correction replaces it or becomes a new entry is decided when it is approved."
+    if outlook.replaces == outlook.entry_id:
+        return text + " Your correction will replace it."
+    if outlook.replaces is None:
+        return text + " Your correction becomes a new entry for this question; the other stays as it is."
+    return (
+        text + f" Your correction will replace reviewed entry #{outlook.replaces}, which holds this very question; "
+        f"{number} stays as it is."
+    )
+
+
+def correction_modal(
+    *, target: CorrectionTarget, question: str, answer: str, outlook: CorrectionOutlook | None = None
+) -> Block:
+    memory = [_context(f":bookmark: {outlook_text(outlook)}")] if outlook is not None else []
     return {
         "type": "modal",
         "callback_id": CORRECTION_MODAL,
@@ -182,6 +217,7 @@ def correction_modal(*, target: CorrectionTarget, question: str, answer: str) ->
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Question*\n{escape(question)[:2900]}"}},
+            *memory,
             {
                 "type": "input",
                 "block_id": CORRECTION_INPUT_BLOCK,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -107,3 +108,28 @@ def test_a_review_from_another_year_shows_the_year() -> None:
     hit = _hit(approved_at=datetime(2020, 3, 1, tzinfo=UTC))
     blocks = views.answer_blocks(text="x", interaction_id=1, adapter_version="base", memory=hit, memory_mode=None)
     assert _footer(blocks).endswith("reviewed by <@U123> on 1 Mar 2020")
+
+
+def test_the_correction_modal_says_what_a_correction_does_to_the_entry_the_answer_came_from() -> None:
+    at = datetime(utcnow().year, 11, 12, tzinfo=UTC)
+    matched = views.CorrectionOutlook(
+        entry_id=12, wording="How do I get a <laptop>?", approved_by="U123", approved_at=at, active=True
+    )
+    target = views.CorrectionTarget(interaction_id=5, channel="C1", thread_ts="1.0")
+
+    def shown(outlook: views.CorrectionOutlook) -> str:
+        modal = views.correction_modal(target=target, question="q", answer="a", outlook=outlook)
+        [context] = [b for b in modal["blocks"] if b["type"] == "context" and "entry" in str(b)]
+        text: str = context["elements"][0]["text"]
+        return text
+
+    head = "This answer came from reviewed entry #12 (“How do I get a &lt;laptop&gt;?”, reviewed by <@U123> on 12 Nov)."
+    assert head in shown(dataclasses.replace(matched, decided=True, replaces=12))
+    assert shown(dataclasses.replace(matched, decided=True, replaces=12)).endswith("Your correction will replace it.")
+    assert shown(dataclasses.replace(matched, decided=True)).endswith(
+        "Your correction becomes a new entry for this question; the other stays as it is."
+    )
+    assert "will replace reviewed entry #40" in shown(dataclasses.replace(matched, decided=True, replaces=40))
+    assert "decided when it is approved" in shown(matched)  # the lookup took too long: no forecast
+    assert "on 12 Nov), since retired." in shown(dataclasses.replace(matched, active=False))
+    assert "entry" not in str(views.correction_modal(target=target, question="q", answer="a")["blocks"])
