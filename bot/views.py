@@ -39,6 +39,13 @@ VOTE_DOWN = "vote_down"
 CORRECT_OPEN = "correct_open"
 REVIEW_APPROVE = "review_approve"
 REVIEW_REJECT = "review_reject"
+MEMORY_EDIT = "memory_edit"
+MEMORY_RETIRE = "memory_retire"
+MEMORY_SEARCH = "memory_search"  # the search field's block and action
+MEMORY_EDIT_MODAL = "memory_edit_submit"
+MEMORY_EDIT_BLOCK = "memory_answer"
+MEMORY_EDIT_ACTION = "text"
+SEARCH_CHARS = 500
 
 
 def escape(text: str) -> str:
@@ -259,6 +266,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReviewedEntry:
+    """An entry of the memory of reviewed answers, as App Home lists it."""
+
+    entry_id: int
+    wording: str  # its first wording, or the one nearest a search
+    answer: str
+    approved_by: str
+    approved_at: datetime
+    score: float | None = None  # similarity to the search, when it is a search result
+
+
 def home_view(
     *,
     user_id: str,
@@ -267,6 +286,8 @@ def home_view(
     pending: Sequence[PendingCorrection],
     versions: Sequence[AdapterVersionPublic],
     notice: str | None = None,
+    reviewed: Sequence[ReviewedEntry] = (),
+    search: str | None = None,
 ) -> Block:
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "tuneloop"}},
@@ -289,6 +310,7 @@ def home_view(
             blocks += _pending_blocks(item)
         if len(pending) > HOME_MAX_CORRECTIONS:
             blocks.append(_context(f"…and {len(pending) - HOME_MAX_CORRECTIONS} more after these."))
+        blocks += _reviewed_blocks(reviewed, search=search)
     if is_admin:
         blocks += [{"type": "divider"}, _header("Adapter versions")]
         for version in versions[-HOME_MAX_VERSIONS:]:
@@ -320,6 +342,96 @@ def _pending_blocks(item: PendingCorrection) -> list[Block]:
             ],
         },
     ]
+
+
+def _reviewed_blocks(entries: Sequence[ReviewedEntry], *, search: str | None) -> list[Block]:
+    field: Block = {
+        "type": "plain_text_input",
+        "action_id": MEMORY_SEARCH,
+        "max_length": SEARCH_CHARS,
+        "placeholder": {"type": "plain_text", "text": "A question, in any words (Enter searches)"},
+        # Enter sends the text at once: a Home tab has no submit button.
+        "dispatch_action_config": {"trigger_actions_on": ["on_enter_pressed"]},
+    }
+    if search:
+        field["initial_value"] = search[:SEARCH_CHARS]
+    blocks: list[Block] = [
+        {"type": "divider"},
+        _header("Reviewed answers"),
+        {
+            "type": "input",
+            "block_id": MEMORY_SEARCH,
+            "dispatch_action": True,
+            "optional": True,
+            "label": {"type": "plain_text", "text": "Search by meaning"},
+            "element": field,
+        },
+    ]
+    if search:
+        blocks.append(_context(f"Closest to “{_clip(search, 200)}”. An empty search shows the newest again."))
+    else:
+        blocks.append(_context("The newest reviewed answers I give. Retire one and it no longer answers."))
+    if not entries:
+        blocks.append(_context("Nothing close to that." if search else "No reviewed answers yet."))
+    for entry in entries:
+        blocks += _entry_blocks(entry)
+    return blocks
+
+
+def _entry_blocks(entry: ReviewedEntry) -> list[Block]:
+    value = str(entry.entry_id)
+    facts = f"#{entry.entry_id} · reviewed by {who(entry.approved_by)} on {short_date(entry.approved_at)}"
+    if entry.score is not None:
+        facts += f" · similarity {entry.score:.2f}"
+    wording = f"*“{_clip(entry.wording, 300)}”*\n" if entry.wording.strip() else ""
+    retire = _button("Retire", MEMORY_RETIRE, value, style="danger")
+    retire["confirm"] = {
+        "title": {"type": "plain_text", "text": "Retire this answer?"},
+        "text": {
+            "type": "mrkdwn",
+            "text": f"Reviewed answer #{entry.entry_id} will no longer answer questions. Its history stays.",
+        },
+        "confirm": {"type": "plain_text", "text": "Retire"},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+        "style": "danger",
+    }
+    return [
+        {
+            "type": "section",
+            "block_id": f"memory_entry_{entry.entry_id}",
+            "text": {"type": "mrkdwn", "text": f"{wording}{_clip(entry.answer, 700)}\n{facts}"},
+        },
+        {"type": "actions", "elements": [_button("Edit", MEMORY_EDIT, value), retire]},
+    ]
+
+
+def memory_edit_modal(entry: ReviewedEntry) -> Block:
+    """Edit a reviewed answer; the entry's id travels in private_metadata (checked again on submission)."""
+    question = _clip(entry.wording, 2800) if entry.wording.strip() else "_(no wording kept)_"
+    return {
+        "type": "modal",
+        "callback_id": MEMORY_EDIT_MODAL,
+        "private_metadata": str(entry.entry_id),
+        "title": {"type": "plain_text", "text": f"Edit answer #{entry.entry_id}"[:24]},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Question*\n{question}"}},
+            {
+                "type": "input",
+                "block_id": MEMORY_EDIT_BLOCK,
+                "label": {"type": "plain_text", "text": "The answer I give"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": MEMORY_EDIT_ACTION,
+                    "multiline": True,
+                    "max_length": INPUT_CHARS,
+                    "initial_value": entry.answer,
+                },
+            },
+            _context("It answers with the new text from the next question on; you become its reviewer."),
+        ],
+    }
 
 
 # --- command replies -----------------------------------------------------------------------------
