@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
 from bot.deps import BotDeps
+from bot.memory import entry_a_correction_replaces, matched_entry
 from store import interactions as interaction_repo
 from store.db import session_scope
 from store.models import Interaction
 
+log = logging.getLogger(__name__)
+
 NOT_AN_ANSWER = "This message is not one of my answers, so there is nothing to correct."
+# Slack's trigger id lasts 3 seconds: past this, the modal opens without saying what the correction replaces.
+OUTLOOK_TIMEOUT_S = 1.5
 
 
 async def open_correction_modal(
@@ -27,8 +34,31 @@ async def open_correction_modal(
     target = views.CorrectionTarget(
         interaction_id=interaction.id, channel=interaction.channel, thread_ts=interaction.thread_ts
     )
-    modal = views.correction_modal(target=target, question=interaction.question, answer=interaction.answer)
+    outlook = await correction_outlook(deps, interaction)
+    modal = views.correction_modal(
+        target=target, question=interaction.question, answer=interaction.answer, outlook=outlook
+    )
     await client.views_open(trigger_id=trigger_id, view=modal)
+
+
+async def correction_outlook(deps: BotDeps, interaction: Interaction) -> views.CorrectionOutlook | None:
+    """The reviewed entry the answer came from and whether a correction replaces it (a store read and one
+    embedding, about 15 ms), so that a wrong match is fixed in one step."""
+    memory = deps.services.memory
+    outlook = await asyncio.to_thread(matched_entry, engine=deps.services.engine, interaction=interaction)
+    if outlook is None or memory is None:
+        return outlook
+    try:
+        replaces = await asyncio.wait_for(
+            asyncio.to_thread(
+                entry_a_correction_replaces, engine=deps.services.engine, memory=memory, interaction=interaction
+            ),
+            timeout=OUTLOOK_TIMEOUT_S,
+        )
+    except Exception as error:  # the modal matters more than the forecast: open it without one
+        log.warning("slack.correction_outlook_failed interaction=%s error=%s", interaction.id, type(error).__name__)
+        return outlook
+    return dataclasses.replace(outlook, decided=True, replaces=replaces)
 
 
 async def interaction_by_id(deps: BotDeps, interaction_id: int) -> Interaction | None:

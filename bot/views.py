@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from serving.api.admin.protocol import AdapterVersionPublic, RunPublic, StatusResponse
 from serving.notify import AdminEvent, AdminEventKind
+from store.models import MemoryMode, utcnow
+
+if TYPE_CHECKING:
+    from serving.memory import MemoryHit
 
 Block = dict[str, Any]
 
@@ -34,6 +39,13 @@ VOTE_DOWN = "vote_down"
 CORRECT_OPEN = "correct_open"
 REVIEW_APPROVE = "review_approve"
 REVIEW_REJECT = "review_reject"
+MEMORY_EDIT = "memory_edit"
+MEMORY_RETIRE = "memory_retire"
+MEMORY_SEARCH = "memory_search"  # the search field's block and action
+MEMORY_EDIT_MODAL = "memory_edit_submit"
+MEMORY_EDIT_BLOCK = "memory_answer"
+MEMORY_EDIT_ACTION = "text"
+SEARCH_CHARS = 500
 
 
 def escape(text: str) -> str:
@@ -88,8 +100,33 @@ def streaming_blocks(partial: str) -> list[Block]:
     return [*text_sections(partial, tail=True), _context(":writing_hand: writing…")]
 
 
-def answer_blocks(*, text: str, interaction_id: int, adapter_version: str) -> list[Block]:
+def short_date(at: datetime) -> str:
+    """Day and short month ("12 Nov"), with the year only when it is not this year's."""
+    return f"{at.day} {at:%b}" + (f" {at.year}" if at.year != utcnow().year else "")
+
+
+def memory_credit(*, hit: MemoryHit, mode: MemoryMode | None) -> str:
+    """Who reviewed the answer an answer used: given as is (direct), or as a fact in the prompt."""
+    reviewed = f"{who(hit.approved_by)} on {short_date(hit.approved_at)}"
+    if mode is MemoryMode.direct:
+        return f"reviewed answer by {reviewed}"
+    return f"based on an answer reviewed by {reviewed}"
+
+
+def answer_blocks(
+    *,
+    text: str,
+    interaction_id: int,
+    adapter_version: str,
+    memory: MemoryHit | None = None,
+    memory_mode: MemoryMode | None = None,
+) -> list[Block]:
     value = str(interaction_id)
+    facts = [f"adapter `{adapter_version}`", f"ref {interaction_id}"]
+    if memory is not None:
+        credit = memory_credit(hit=memory, mode=memory_mode)
+        # A reviewed answer given as is: no model wrote it, so no adapter is named.
+        facts = [credit, f"ref {interaction_id}"] if memory_mode is MemoryMode.direct else [*facts, credit]
     return [
         *text_sections(text),
         {
@@ -101,7 +138,7 @@ def answer_blocks(*, text: str, interaction_id: int, adapter_version: str) -> li
                 _button("Correct this answer", CORRECT_OPEN, value),
             ],
         },
-        _context(f"adapter `{adapter_version}` · ref {interaction_id}"),
+        _context(" · ".join(facts)),
     ]
 
 
@@ -142,7 +179,42 @@ class CorrectionTarget:
         )
 
 
-def correction_modal(*, target: CorrectionTarget, question: str, answer: str) -> Block:
+@dataclass(frozen=True, kw_only=True)
+class CorrectionOutlook:
+    """The reviewed entry a corrected answer came from, and what an approved correction will do to it."""
+
+    entry_id: int
+    wording: str  # the entry's first wording of its question
+    approved_by: str
+    approved_at: datetime
+    active: bool
+    decided: bool = False
+    replaces: int | None = None  # the entry the correction replaces (when decided); None: a new entry
+
+
+def outlook_text(outlook: CorrectionOutlook) -> str:
+    number = f"#{outlook.entry_id}"
+    wording = f"“{_clip(outlook.wording, 200)}”, " if outlook.wording.strip() else ""
+    text = (
+        f"This answer came from reviewed entry {number} ({wording}reviewed by {who(outlook.approved_by)} on "
+        f"{short_date(outlook.approved_at)}){', since retired' if not outlook.active else ''}."
+    )
+    if not outlook.decided:
+        return text + " Whether your correction replaces it or becomes a new entry is decided when it is approved."
+    if outlook.replaces == outlook.entry_id:
+        return text + " Your correction will replace it."
+    if outlook.replaces is None:
+        return text + " Your correction becomes a new entry for this question; the other stays as it is."
+    return (
+        text + f" Your correction will replace reviewed entry #{outlook.replaces}, which holds this very question; "
+        f"{number} stays as it is."
+    )
+
+
+def correction_modal(
+    *, target: CorrectionTarget, question: str, answer: str, outlook: CorrectionOutlook | None = None
+) -> Block:
+    memory = [_context(f":bookmark: {outlook_text(outlook)}")] if outlook is not None else []
     return {
         "type": "modal",
         "callback_id": CORRECTION_MODAL,
@@ -152,6 +224,7 @@ def correction_modal(*, target: CorrectionTarget, question: str, answer: str) ->
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Question*\n{escape(question)[:2900]}"}},
+            *memory,
             {
                 "type": "input",
                 "block_id": CORRECTION_INPUT_BLOCK,
@@ -193,6 +266,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReviewedEntry:
+    """An entry of the memory of reviewed answers, as App Home lists it."""
+
+    entry_id: int
+    wording: str  # its first wording, or the one nearest a search
+    answer: str
+    approved_by: str
+    approved_at: datetime
+    score: float | None = None  # similarity to the search, when it is a search result
+
+
 def home_view(
     *,
     user_id: str,
@@ -201,6 +286,8 @@ def home_view(
     pending: Sequence[PendingCorrection],
     versions: Sequence[AdapterVersionPublic],
     notice: str | None = None,
+    reviewed: Sequence[ReviewedEntry] = (),
+    search: str | None = None,
 ) -> Block:
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "tuneloop"}},
@@ -223,6 +310,7 @@ def home_view(
             blocks += _pending_blocks(item)
         if len(pending) > HOME_MAX_CORRECTIONS:
             blocks.append(_context(f"…and {len(pending) - HOME_MAX_CORRECTIONS} more after these."))
+        blocks += _reviewed_blocks(reviewed, search=search)
     if is_admin:
         blocks += [{"type": "divider"}, _header("Adapter versions")]
         for version in versions[-HOME_MAX_VERSIONS:]:
@@ -254,6 +342,96 @@ def _pending_blocks(item: PendingCorrection) -> list[Block]:
             ],
         },
     ]
+
+
+def _reviewed_blocks(entries: Sequence[ReviewedEntry], *, search: str | None) -> list[Block]:
+    field: Block = {
+        "type": "plain_text_input",
+        "action_id": MEMORY_SEARCH,
+        "max_length": SEARCH_CHARS,
+        "placeholder": {"type": "plain_text", "text": "A question, in any words (Enter searches)"},
+        # Enter sends the text at once: a Home tab has no submit button.
+        "dispatch_action_config": {"trigger_actions_on": ["on_enter_pressed"]},
+    }
+    if search:
+        field["initial_value"] = search[:SEARCH_CHARS]
+    blocks: list[Block] = [
+        {"type": "divider"},
+        _header("Reviewed answers"),
+        {
+            "type": "input",
+            "block_id": MEMORY_SEARCH,
+            "dispatch_action": True,
+            "optional": True,
+            "label": {"type": "plain_text", "text": "Search by meaning"},
+            "element": field,
+        },
+    ]
+    if search:
+        blocks.append(_context(f"Closest to “{_clip(search, 200)}”. An empty search shows the newest again."))
+    else:
+        blocks.append(_context("The newest reviewed answers I give. Retire one and it no longer answers."))
+    if not entries:
+        blocks.append(_context("Nothing close to that." if search else "No reviewed answers yet."))
+    for entry in entries:
+        blocks += _entry_blocks(entry)
+    return blocks
+
+
+def _entry_blocks(entry: ReviewedEntry) -> list[Block]:
+    value = str(entry.entry_id)
+    facts = f"#{entry.entry_id} · reviewed by {who(entry.approved_by)} on {short_date(entry.approved_at)}"
+    if entry.score is not None:
+        facts += f" · similarity {entry.score:.2f}"
+    wording = f"*“{_clip(entry.wording, 300)}”*\n" if entry.wording.strip() else ""
+    retire = _button("Retire", MEMORY_RETIRE, value, style="danger")
+    retire["confirm"] = {
+        "title": {"type": "plain_text", "text": "Retire this answer?"},
+        "text": {
+            "type": "mrkdwn",
+            "text": f"Reviewed answer #{entry.entry_id} will no longer answer questions. Its history stays.",
+        },
+        "confirm": {"type": "plain_text", "text": "Retire"},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+        "style": "danger",
+    }
+    return [
+        {
+            "type": "section",
+            "block_id": f"memory_entry_{entry.entry_id}",
+            "text": {"type": "mrkdwn", "text": f"{wording}{_clip(entry.answer, 700)}\n{facts}"},
+        },
+        {"type": "actions", "elements": [_button("Edit", MEMORY_EDIT, value), retire]},
+    ]
+
+
+def memory_edit_modal(entry: ReviewedEntry) -> Block:
+    """Edit a reviewed answer; the entry's id travels in private_metadata (checked again on submission)."""
+    question = _clip(entry.wording, 2800) if entry.wording.strip() else "_(no wording kept)_"
+    return {
+        "type": "modal",
+        "callback_id": MEMORY_EDIT_MODAL,
+        "private_metadata": str(entry.entry_id),
+        "title": {"type": "plain_text", "text": f"Edit answer #{entry.entry_id}"[:24]},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Question*\n{question}"}},
+            {
+                "type": "input",
+                "block_id": MEMORY_EDIT_BLOCK,
+                "label": {"type": "plain_text", "text": "The answer I give"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": MEMORY_EDIT_ACTION,
+                    "multiline": True,
+                    "max_length": INPUT_CHARS,
+                    "initial_value": entry.answer,
+                },
+            },
+            _context("It answers with the new text from the next question on; you become its reviewer."),
+        ],
+    }
 
 
 # --- command replies -----------------------------------------------------------------------------

@@ -116,6 +116,7 @@ def seed_answer(
     channel: str = CHANNEL,
     user: str = EMPLOYEE,
     adapter_version: str = "base",
+    memory_entry_id: int | None = None,
 ) -> Seeded:
     """An answered interaction whose answer is a bot message in the stub's thread, as a real answer leaves them."""
     question_ts = stub.add_message(channel, f"<@U_BOT> {question}", user=user)
@@ -125,7 +126,13 @@ def seed_answer(
         )
         assert interaction.id is not None
         interaction_repo.record_answer(
-            session=session, interaction_id=interaction.id, answer=answer, adapter_version=adapter_version, latency_ms=5
+            session=session,
+            interaction_id=interaction.id,
+            answer=answer,
+            adapter_version=adapter_version,
+            latency_ms=5,
+            memory_entry_id=memory_entry_id,
+            memory_mode="prompt" if memory_entry_id is not None else None,
         )
         blocks = answer_blocks(text=answer, interaction_id=interaction.id, adapter_version=adapter_version)
         answer_ts = stub.add_message(channel, answer, thread_ts=question_ts, bot=True, blocks=blocks)

@@ -175,7 +175,11 @@ async def _stream_answer(
         ts=answer_ts,
         text=final.text[: views.MESSAGE_TEXT_CHARS] or "(no text)",
         blocks=views.answer_blocks(
-            text=final.text, interaction_id=final.interaction_id, adapter_version=final.adapter_version
+            text=final.text,
+            interaction_id=final.interaction_id,
+            adapter_version=final.adapter_version,
+            memory=final.memory,
+            memory_mode=final.memory_mode,
         ),
     )
     log.info("slack.answered interaction=%s channel=%s ts=%s", final.interaction_id, channel, answer_ts)

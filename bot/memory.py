@@ -1,0 +1,175 @@
+"""The memory of reviewed answers as Slack shows it: the entry a corrected answer came from, App Home's list and
+search, and reviewers' edits and retirements.
+
+Reads and writes go to the store directly (store.memory), each write with its audit event in one transaction;
+lookups by meaning go through ReviewedMemory.search. Everything here blocks: call it in a thread. The answer
+text never goes into a log line or an audit event.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from bot import views
+from serving.errors import Conflict, InvalidQuestion, NotFound
+from serving.feedback import MAX_CORRECTION_CHARS
+from serving.memory import ReviewedMemory
+from store import memory as memory_repo
+from store.audit import AuditEntry, add_audit, record_audit
+from store.db import session_scope
+from store.models import Interaction, MemoryEntry, MemoryStatus
+
+log = logging.getLogger(__name__)
+
+SOURCE = "slack"
+RETIRE = "memory.retire"
+EDIT = "memory.edit"
+SEARCH = "memory.search"
+HOME_ENTRIES = 10
+# MiniLM scores unrelated questions below about 0.3: beneath it a search shows nothing rather than noise.
+SEARCH_FLOOR = 0.3
+MAX_ANSWER_CHARS = MAX_CORRECTION_CHARS  # an edited answer is bounded as a correction is
+
+
+def audit_target(entry_id: int | None) -> str | None:
+    return f"memory:{entry_id}" if entry_id is not None else None
+
+
+# --- the correction modal ------------------------------------------------------------------------
+def matched_entry(*, engine: Engine, interaction: Interaction) -> views.CorrectionOutlook | None:
+    """The entry the memory gave `interaction`'s answer, if any; what a correction does to it is not decided yet."""
+    if interaction.memory_entry_id is None:
+        return None
+    with session_scope(engine) as session:
+        entry = memory_repo.get_entry(session=session, entry_id=interaction.memory_entry_id)
+        if entry is None or entry.id is None:
+            return None
+        wordings = memory_repo.wordings_of(session=session, entry_id=entry.id)
+    return views.CorrectionOutlook(
+        entry_id=entry.id,
+        wording=wordings[0] if wordings else "",
+        approved_by=entry.approved_by,
+        approved_at=entry.approved_at,
+        active=entry.status == MemoryStatus.active,
+    )
+
+
+def entry_a_correction_replaces(*, engine: Engine, memory: ReviewedMemory, interaction: Interaction) -> int | None:
+    """The entry an approved correction of `interaction` would replace; None when it would become a new entry.
+
+    The same choice ReviewedMemory.remember makes: the entry an earlier correction of this very interaction made,
+    else the entry with a wording at least `group_threshold` similar to the question (the same question group).
+    """
+    assert interaction.id is not None
+    with session_scope(engine) as session:
+        own = memory_repo.entry_of_interaction(session=session, interaction_id=interaction.id)
+    if own is not None:
+        return own.id
+    same = memory.search(interaction.question, limit=1, floor=memory.settings.group_threshold)
+    return same[0].entry_id if same else None
+
+
+# --- App Home ------------------------------------------------------------------------------------
+def newest_entries(*, engine: Engine, limit: int = HOME_ENTRIES) -> list[views.ReviewedEntry]:
+    """The newest active entries, each with its first wording."""
+    with session_scope(engine) as session:
+        page = memory_repo.page_entries(session=session, limit=limit, status=MemoryStatus.active)
+        return [_shown(session, entry) for entry in page.items]
+
+
+def search_entries(*, memory: ReviewedMemory, text: str, limit: int = HOME_ENTRIES) -> list[views.ReviewedEntry]:
+    """The active entries nearest `text` by meaning, best first, each with its wording nearest to it."""
+    return [
+        views.ReviewedEntry(
+            entry_id=hit.entry_id,
+            wording=hit.wording,
+            answer=hit.answer,
+            approved_by=hit.approved_by,
+            approved_at=hit.approved_at,
+            score=hit.score,
+        )
+        for hit in memory.search(text, limit=limit, floor=SEARCH_FLOOR)
+    ]
+
+
+def entry_to_edit(*, engine: Engine, entry_id: int) -> views.ReviewedEntry:
+    with session_scope(engine) as session:
+        return _shown(session, _active_entry(session, entry_id))
+
+
+def check_edit(*, engine: Engine, entry_id: int, answer: str) -> str:
+    """The edited answer as it will be stored, or what is wrong with it (read only: the modal acks with it)."""
+    answer = answer.strip()
+    if not answer:
+        raise InvalidQuestion("the answer is empty", hint="Write the answer I should give, or close the form.")
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise InvalidQuestion(f"the answer is {len(answer):,} characters; the limit is {MAX_ANSWER_CHARS:,}")
+    with session_scope(engine) as session:
+        if _active_entry(session, entry_id).answer.strip() == answer:
+            raise InvalidQuestion("the answer is unchanged", hint="Change the text first, or close the form.")
+    return answer
+
+
+def edit_entry(*, engine: Engine, entry_id: int, answer: str, editor: str) -> None:
+    """A reviewer rewrites an entry's answer; the edit and its audit event are one transaction."""
+    answer = check_edit(engine=engine, entry_id=entry_id, answer=answer)
+    with session_scope(engine) as session:
+        entry = _active_entry(session, entry_id)
+        memory_repo.edit_answer(session=session, entry=entry, answer=answer, editor=editor)
+        audit = AuditEntry(
+            actor=editor, source=SOURCE, action=EDIT, target=audit_target(entry_id), detail={"chars": len(answer)}
+        )
+        add_audit(session=session, entry=audit)
+        session.commit()
+    log.info("memory.edited entry=%s by=%s source=%s chars=%d", entry_id, editor, SOURCE, len(answer))
+
+
+def retire_entry(*, engine: Engine, entry_id: int, by: str) -> None:
+    """A reviewer retires an entry: it no longer answers. The retirement and its audit event are one transaction."""
+    with session_scope(engine) as session:
+        entry = _active_entry(session, entry_id)
+        memory_repo.retire(session=session, entry=entry, by=by)
+        add_audit(
+            session=session, entry=AuditEntry(actor=by, source=SOURCE, action=RETIRE, target=audit_target(entry_id))
+        )
+        session.commit()
+    log.info("memory.retired entry=%s by=%s source=%s", entry_id, by, SOURCE)
+
+
+def record_refusal(*, engine: Engine, actor: str, action: str, entry_id: int | None) -> None:
+    """A non-reviewer's click or submission (a forged or stale view): refused, and audited as refused."""
+    with session_scope(engine) as session:
+        record_audit(
+            session=session,
+            actor=actor,
+            source=SOURCE,
+            action=action,
+            target=audit_target(entry_id),
+            outcome="refused",
+            detail={"reason": "not a reviewer"},
+        )
+    log.warning("memory.refused action=%s entry=%s actor=%s source=%s", action, entry_id, actor, SOURCE)
+
+
+def _active_entry(session: Session, entry_id: int) -> MemoryEntry:
+    entry = memory_repo.get_entry(session=session, entry_id=entry_id)
+    if entry is None:
+        raise NotFound(f"reviewed answer #{entry_id} does not exist")
+    if entry.status != MemoryStatus.active:
+        raise Conflict(f"reviewed answer #{entry_id} is retired", hint="It no longer answers questions.")
+    return entry
+
+
+def _shown(session: Session, entry: MemoryEntry) -> views.ReviewedEntry:
+    assert entry.id is not None
+    wordings = memory_repo.wordings_of(session=session, entry_id=entry.id)
+    return views.ReviewedEntry(
+        entry_id=entry.id,
+        wording=wordings[0] if wordings else "",
+        answer=entry.answer,
+        approved_by=entry.approved_by,
+        approved_at=entry.approved_at,
+    )
