@@ -46,7 +46,7 @@ async def correction_outlook(deps: BotDeps, interaction: Interaction) -> views.C
     embedding, about 15 ms), so that a wrong match is fixed in one step."""
     memory = deps.services.memory
     outlook = await asyncio.to_thread(matched_entry, engine=deps.services.engine, interaction=interaction)
-    if outlook is None or memory is None:
+    if outlook is None:
         return outlook
     try:
         replaces = await asyncio.wait_for(

@@ -60,7 +60,7 @@ def _reviewed_answers(
 ) -> tuple[list[views.ReviewedEntry], str | None, str | None]:
     """The search's results, or the newest entries when there is no search or it cannot run (then says so)."""
     memory = deps.services.memory
-    if search and memory is not None:
+    if search:
         try:
             return reviewed_memory.search_entries(memory=memory, text=search), search, notice
         except Exception as error:

@@ -1,9 +1,9 @@
 """The memory of reviewed answers as Slack shows it: the entry a corrected answer came from, App Home's list and
 search, and reviewers' edits and retirements.
 
-Reads and writes go to the store directly (store.memory), each write with its audit event in one transaction;
-lookups by meaning go through ReviewedMemory.search. Everything here blocks: call it in a thread. The answer
-text never goes into a log line or an audit event.
+Reads go to the store (store.memory); lookups by meaning, edits and retirements go through ReviewedMemory, as
+the HTTP API's do (each change with its audit event in one transaction). Everything here blocks: call it in a
+thread. The answer text never goes into a log line or an audit event.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from serving.errors import Conflict, InvalidQuestion, NotFound
 from serving.feedback import MAX_CORRECTION_CHARS
 from serving.memory import ReviewedMemory
 from store import memory as memory_repo
-from store.audit import AuditEntry, add_audit, record_audit
+from store.audit import record_audit
 from store.db import session_scope
 from store.models import Interaction, MemoryEntry, MemoryStatus
 
@@ -111,32 +111,6 @@ def check_edit(*, engine: Engine, entry_id: int, answer: str) -> str:
         if _active_entry(session, entry_id).answer.strip() == answer:
             raise InvalidQuestion("the answer is unchanged", hint="Change the text first, or close the form.")
     return answer
-
-
-def edit_entry(*, engine: Engine, entry_id: int, answer: str, editor: str) -> None:
-    """A reviewer rewrites an entry's answer; the edit and its audit event are one transaction."""
-    answer = check_edit(engine=engine, entry_id=entry_id, answer=answer)
-    with session_scope(engine) as session:
-        entry = _active_entry(session, entry_id)
-        memory_repo.edit_answer(session=session, entry=entry, answer=answer, editor=editor)
-        audit = AuditEntry(
-            actor=editor, source=SOURCE, action=EDIT, target=audit_target(entry_id), detail={"chars": len(answer)}
-        )
-        add_audit(session=session, entry=audit)
-        session.commit()
-    log.info("memory.edited entry=%s by=%s source=%s chars=%d", entry_id, editor, SOURCE, len(answer))
-
-
-def retire_entry(*, engine: Engine, entry_id: int, by: str) -> None:
-    """A reviewer retires an entry: it no longer answers. The retirement and its audit event are one transaction."""
-    with session_scope(engine) as session:
-        entry = _active_entry(session, entry_id)
-        memory_repo.retire(session=session, entry=entry, by=by)
-        add_audit(
-            session=session, entry=AuditEntry(actor=by, source=SOURCE, action=RETIRE, target=audit_target(entry_id))
-        )
-        session.commit()
-    log.info("memory.retired entry=%s by=%s source=%s", entry_id, by, SOURCE)
 
 
 def record_refusal(*, engine: Engine, actor: str, action: str, entry_id: int | None) -> None:

@@ -32,7 +32,7 @@ class Services:
     admin: AdminService
     access: AccessPolicy
     authenticator: Authenticator
-    memory: ReviewedMemory | None = None
+    memory: ReviewedMemory
     export_datasets: DatasetExporter | None = None
     info: dict[str, Any] = field(default_factory=dict)
     # Set once vLLM is healthy and the active adapter is loaded; /healthz reports 503 before.

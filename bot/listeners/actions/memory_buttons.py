@@ -56,9 +56,8 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         ):
             return
         try:
-            await asyncio.to_thread(
-                reviewed_memory.retire_entry, engine=deps.services.engine, entry_id=entry_id, by=user_id
-            )
+            reviewer = deps.access.principal(user_id, via="slack")
+            await asyncio.to_thread(deps.services.memory.retire, entry_id, by=reviewer)
             notice = f"Reviewed answer #{entry_id} is retired: it no longer answers questions."
         except TuneloopError as error:  # NotFound, or Conflict: someone retired it first
             notice = _sentence(error)

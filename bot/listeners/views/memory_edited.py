@@ -63,9 +63,8 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             return
         await ack()
         try:
-            await asyncio.to_thread(
-                reviewed_memory.edit_entry, engine=engine, entry_id=entry_id, answer=text, editor=user_id
-            )
+            reviewer = deps.access.principal(user_id, via="slack")
+            await asyncio.to_thread(deps.services.memory.edit, entry_id, answer=text, by=reviewer)
             notice = f"Reviewed answer #{entry_id} is edited: it answers with the new text from the next question on."
         except TuneloopError as error:  # retired by someone else between the check and the write
             notice = views.failure_text(message=error.message, hint=error.hint, ref=None)

@@ -22,7 +22,7 @@ from serving.api.memory.protocol import (
     MemoryEntryPage,
     MemoryEntryPublic,
 )
-from serving.errors import InvalidRequest, TuneloopError
+from serving.errors import InvalidRequest
 from serving.memory import ReviewedMemory
 from store.models import MemoryStatus
 
@@ -100,8 +100,6 @@ async def retire_entry(entry_id: RowId, reviewer: Retirer, services: ServicesDep
 
 
 def _memory(services: ServicesDep) -> ReviewedMemory:
-    if services.memory is None:
-        raise TuneloopError("the memory of reviewed answers is not available in this process")
     return services.memory
 
 
