@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -148,7 +149,9 @@ class MemoryIndex:
         with self._lock:
             if not len(self._texts):
                 return []
-            scores = self._matrix @ vector
+            # In torch, on the embedder's own thread pool: NumPy's BLAS pool would wake beside it and double the
+            # lookup's time on a small machine (bench/memory.py).
+            scores = (torch.from_numpy(self._matrix) @ torch.from_numpy(vector)).numpy()
             # More candidates than entries wanted: several of an entry's wordings may rank first.
             candidates = min(len(scores), limit * 8)
             top = np.argpartition(-scores, candidates - 1)[:candidates]
@@ -191,6 +194,10 @@ class ReviewedMemory:
     @property
     def settings(self) -> MemorySettings:
         return self._settings
+
+    def warm_up(self) -> None:
+        """Load the embedder and the index (seconds on a small machine), before the first question needs them."""
+        self.recall("warm up")
 
     def recall(self, question: str) -> Recall:
         """The reviewed answers for `question` (blocking: the embedder and the store; call it in a thread)."""

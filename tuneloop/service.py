@@ -158,6 +158,8 @@ def build_service(settings: Settings) -> Service:
         if settings.training.nightly_enabled:
             scheduler.start()
         keeper = asyncio.create_task(_keep_engine(services, vllm, settings))
+        # The embedder's weights and the memory's index load now, not on the first question after a start.
+        warming = asyncio.create_task(_warm_memory(services.memory))
         socket_mode = None
         if slack_app is not None and settings.slack.app_token is not None:
             try:
@@ -173,6 +175,7 @@ def build_service(settings: Settings) -> Service:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            await warming
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             # Notices already published (a promotion just before shutdown) still reach the admins' channel.
@@ -238,6 +241,15 @@ async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: S
         delay = backoff.next_delay()
         log.info("engine.retry_in seconds=%.0f attempt=%d", delay, backoff.failures)
         await asyncio.sleep(delay)  # backing off before the next start, not synchronisation
+
+
+async def _warm_memory(memory: ReviewedMemory) -> None:
+    if not memory.settings.enabled:
+        return
+    try:
+        await asyncio.to_thread(memory.warm_up)
+    except Exception as error:  # answers go on without the memory (AnswerService.recall), and say why in the log
+        log.warning("memory.warm_up_failed error=%s", type(error).__name__, exc_info=error)
 
 
 async def _healthy_or_busy(services: Services) -> bool:
