@@ -3,7 +3,7 @@
 TuneloopError
  ├── EngineUnavailable      vLLM is down, starting, or timed out: retry later
  ├── EngineRejected         vLLM answered with an error (e.g. an adapter it refuses)
- ├── InvalidQuestion        empty, or over the size limit
+ ├── InvalidQuestion        empty, over the size limit, or (a correction) holding a credential
  ├── NotFound               an interaction, correction, version or run id that does not exist
  ├── Conflict               a state that forbids the action (a correction already reviewed, a cycle running)
  ├── Unauthenticated        no credential, or one that is unknown or revoked

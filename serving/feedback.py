@@ -13,10 +13,12 @@ from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store.db import session_scope
 from store.models import Correction, Feedback
+from training.redact import find_credentials
 
 log = logging.getLogger(__name__)
 
 MAX_CORRECTION_CHARS = 8000
+CREDENTIAL_HINT = "Remove the credential; point to where it is kept (a vault, a channel) instead."
 
 
 class FeedbackService:
@@ -65,6 +67,14 @@ class FeedbackService:
             raise InvalidQuestion(f"the correction is over {MAX_CORRECTION_CHARS:,} characters")
         if text == (interaction.answer or "").strip():
             raise InvalidQuestion("the correction is the same as the answer", hint="Change the text first.")
+        # An approved correction is what the bot learns to say: a key in it would be handed to whoever asks.
+        # The message names the kinds found, never the text.
+        credentials = find_credentials(text)
+        if credentials:
+            raise InvalidQuestion(
+                f"the correction contains what looks like a secret ({', '.join(credentials)}); it was not saved",
+                hint=CREDENTIAL_HINT,
+            )
 
     def review(self, *, correction_id: int, user_id: str, approve: bool) -> Correction:
         if not self._access.is_reviewer(user_id):

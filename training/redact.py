@@ -8,6 +8,9 @@ tokens, GCP keys, unquoted high-entropy keys.
 Emails: a role address on one of the company's own domains (`security@acme.example`, `it-help@eu.acme.example`)
 names a team, not a person, and is kept where a Redactor is told those domains; every other address goes.
 
+`find_credentials` names the machine credentials in a text (for refusing a correction that holds one) with the
+same detectors, but counts less as one, because a finding refuses the whole text.
+
 The plugins are called directly, not through `scan_line`: its ad-hoc mode reports every word of a
 sentence for the entropy plugins, and it rewrites detect-secrets' global settings on each call, which a
 logging filter running on many threads must not do.
@@ -128,23 +131,24 @@ def is_role_mailbox(local_part: str) -> bool:
 class _Detector:
     plugin: BasePlugin
     kind: str
+    label: str  # what a person calls it, for a refusal: "a GitHub token"
 
 
 _DETECTORS = (
-    _Detector(SlackDetector(), SLACK_TOKEN),
-    _Detector(AWSKeyDetector(), AWS_KEY),
-    _Detector(GitHubTokenDetector(), SECRET),
-    _Detector(GitLabTokenDetector(), SECRET),
-    _Detector(JwtTokenDetector(), SECRET),
-    _Detector(StripeDetector(), SECRET),
-    _Detector(OpenAIDetector(), SECRET),
-    _Detector(TwilioKeyDetector(), SECRET),
-    _Detector(SendGridDetector(), SECRET),
-    _Detector(MailchimpDetector(), SECRET),
-    _Detector(NpmDetector(), SECRET),
-    _Detector(PypiTokenDetector(), SECRET),
-    _Detector(DiscordBotTokenDetector(), SECRET),
-    _Detector(TelegramBotTokenDetector(), SECRET),
+    _Detector(SlackDetector(), SLACK_TOKEN, "a Slack token"),
+    _Detector(AWSKeyDetector(), AWS_KEY, "an AWS key"),
+    _Detector(GitHubTokenDetector(), SECRET, "a GitHub token"),
+    _Detector(GitLabTokenDetector(), SECRET, "a GitLab token"),
+    _Detector(JwtTokenDetector(), SECRET, "a JSON web token"),
+    _Detector(StripeDetector(), SECRET, "a Stripe key"),
+    _Detector(OpenAIDetector(), SECRET, "an OpenAI key"),
+    _Detector(TwilioKeyDetector(), SECRET, "a Twilio key"),
+    _Detector(SendGridDetector(), SECRET, "a SendGrid key"),
+    _Detector(MailchimpDetector(), SECRET, "a Mailchimp key"),
+    _Detector(NpmDetector(), SECRET, "an npm token"),
+    _Detector(PypiTokenDetector(), SECRET, "a PyPI token"),
+    _Detector(DiscordBotTokenDetector(), SECRET, "a Discord bot token"),
+    _Detector(TelegramBotTokenDetector(), SECRET, "a Telegram bot token"),
 )
 _BASE64_ENTROPY = Base64HighEntropyString(limit=BASE64_ENTROPY_LIMIT)
 _HEX_ENTROPY = HexHighEntropyString(limit=HEX_ENTROPY_LIMIT)
@@ -283,6 +287,78 @@ def _is_high_entropy(token: str) -> bool:
     if _HEX.fullmatch(token):
         return _HEX_ENTROPY.calculate_shannon_entropy(token) > HEX_ENTROPY_LIMIT
     return _BASE64_ENTROPY.calculate_shannon_entropy(token) > BASE64_ENTROPY_LIMIT
+
+
+# A value that stands for a password rather than being one: `<password>`, `${DB_PASSWORD}`, `[PASSWORD]`, `****`.
+_PLACEHOLDER_VALUE = re.compile(r"<[^>]*>|\$?\{[^}]*\}|\[[^\]]*\]|[*xX.\u2022]+")
+_PLACEHOLDER_WORDS = frozenset({"password", "passwd", "pass", "pwd", "pw", "secret", "token"})
+# Shorter `password: X` values (a door code, "pass: 2 days") are not refused; redaction still replaces them.
+MIN_REFUSED_VALUE = 6
+# A web link's path (a document id, a wiki page) is not a key: the entropy rule skips it when refusing.
+_WEB_LINK = re.compile(r"\bhttps?://[^\s<>|\"'`]+")
+
+CONNECTION_STRING_LABEL = "a connection string with a password"
+_LABELS = {
+    PRIVATE_KEY: "a private key",
+    PASSWORD: "a password",
+    SLACK_TOKEN: "a Slack token",
+    GCP_KEY: "a Google Cloud API key",
+    AWS_KEY: "an AWS key",
+    SECRET: "an API key or token",
+}
+
+
+def find_credentials(text: str) -> list[str]:
+    """The kinds of machine credential in `text`, each named once for a person ("a Slack token"); never a value.
+
+    Narrower than redaction, because one finding refuses the whole text: a `password: X` value must be at least
+    6 characters with a digit or a symbol (`password: see the vault` is a sentence), placeholders (`<password>`,
+    `${DB_PASSWORD}`, `user:password@`) and links are no values, and a web link's path is not scored for
+    entropy. Emails and phone numbers are personal data, not credentials: not reported.
+    """
+    found: list[str] = []
+    scratch: Counter[str] = Counter()
+
+    def note(label: str) -> None:
+        if label not in found:
+            found.append(label)
+
+    # Each finding is replaced by its placeholder, so that a later, broader rule does not name it again.
+    for pattern in (_PRIVATE_KEY_BLOCK, _PUTTY_KEY):
+        if pattern.search(text):
+            note(_LABELS[PRIVATE_KEY])
+            text = _substitute(pattern, text, PRIVATE_KEY, scratch)
+    if any(not _is_placeholder(m.group("password")) for m in _URL_PASSWORD.finditer(text)):
+        note(CONNECTION_STRING_LABEL)
+    text = _substitute(_URL_PASSWORD, text, PASSWORD, scratch, group=1)
+    for pattern, kind, group in ((_SLACK, SLACK_TOKEN, 0), (_GCP_KEY, GCP_KEY, 0), (_AWS_SECRET, AWS_KEY, 1)):
+        if pattern.search(text):
+            note(_LABELS[kind])
+            text = _substitute(pattern, text, kind, scratch, group=group)
+    for detector in _DETECTORS:
+        values = {value for line in text.splitlines() for value in detector.plugin.analyze_string(line) if value}
+        if values:
+            note(detector.label)
+            for value in sorted(values, key=len, reverse=True):
+                text = _replace_token_containing(text, value, detector.kind, scratch)
+    for pattern, kind in ((_PASSWORD_ASSIGNMENT, PASSWORD), (_SECRET_ASSIGNMENT, SECRET)):
+        if any(_is_refused_value(m.group("qvalue") or m.group("value")) for m in pattern.finditer(text)):
+            note(_LABELS[kind])
+    unlinked = _WEB_LINK.sub(" ", text)
+    if _high_entropy_tokens(unlinked, scratch) != unlinked:
+        note(_LABELS[SECRET])
+    return found
+
+
+def _is_placeholder(value: str) -> bool:
+    return bool(_PLACEHOLDER_VALUE.fullmatch(value)) or value.lower() in _PLACEHOLDER_WORDS
+
+
+def _is_refused_value(value: str) -> bool:
+    """`hunter2-Xy9!` is a password; `see` (the vault), `https://vault...`, `#it-help`, `<yours>` are not."""
+    if len(value) < MIN_REFUSED_VALUE or _is_placeholder(value) or "://" in value or value.startswith(("#", "<")):
+        return False
+    return any(not c.isalpha() for c in value)  # letters alone are a word of the sentence
 
 
 _default: Redactor | None = None
