@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot import views
+from serving.approved_text import refuse_credentials
 from serving.errors import Conflict, InvalidQuestion, NotFound
 from serving.feedback import MAX_CORRECTION_CHARS
 from serving.memory import ReviewedMemory
@@ -107,6 +108,7 @@ def check_edit(*, engine: Engine, entry_id: int, answer: str) -> str:
         raise InvalidQuestion("the answer is empty", hint="Write the answer I should give, or close the form.")
     if len(answer) > MAX_ANSWER_CHARS:
         raise InvalidQuestion(f"the answer is {len(answer):,} characters; the limit is {MAX_ANSWER_CHARS:,}")
+    refuse_credentials(answer, what="the answer")
     with session_scope(engine) as session:
         if _active_entry(session, entry_id).answer.strip() == answer:
             raise InvalidQuestion("the answer is unchanged", hint="Change the text first, or close the form.")

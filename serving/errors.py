@@ -3,7 +3,7 @@
 TuneloopError
  ├── EngineUnavailable      vLLM is down, starting, or timed out: retry later
  ├── EngineRejected         vLLM answered with an error (e.g. an adapter it refuses)
- ├── InvalidQuestion        empty, or over the size limit
+ ├── InvalidQuestion        empty, over the size limit, or (a correction) holding a credential
  ├── InvalidRequest         parameters that are valid alone but not together
  ├── NotFound               an interaction, correction, version or run id that does not exist
  ├── Conflict               a state that forbids the action (a correction already reviewed, a cycle running)

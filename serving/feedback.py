@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from serving.access import AccessPolicy
+from serving.approved_text import refuse_credentials
 from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound
 from serving.memory import ReviewedMemory
 from store import feedback as feedback_repo
@@ -28,6 +29,7 @@ class FeedbackService:
 
     def _into_memory(self, session: Session, correction: Correction) -> None:
         """An approved correction becomes a reviewed answer in the same transaction as the approval."""
+        refuse_credentials(correction.text, what="the correction")  # one submitted before the check existed
         if self._memory is None:
             return
         interaction = interaction_repo.get_interaction(session=session, interaction_id=correction.interaction_id)
@@ -76,6 +78,7 @@ class FeedbackService:
             raise InvalidQuestion(f"the correction is over {MAX_CORRECTION_CHARS:,} characters")
         if text == (interaction.answer or "").strip():
             raise InvalidQuestion("the correction is the same as the answer", hint="Change the text first.")
+        refuse_credentials(text, what="the correction")
 
     def review(self, *, correction_id: int, user_id: str, approve: bool) -> Correction:
         if not self._access.is_reviewer(user_id):

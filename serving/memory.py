@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from serving.access import Channel, Principal
 from serving.api.interactions.protocol import MAX_CORRECTION_CHARS
+from serving.approved_text import refuse_credentials
 from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound, TuneloopError
 from store import audit as audit_repo
 from store import memory as memory_repo
@@ -312,6 +313,7 @@ class ReviewedMemory:
             raise InvalidQuestion("the answer is empty", hint="Write the answer the bot should give.")
         if len(text) > MAX_CORRECTION_CHARS:
             raise InvalidQuestion(f"the answer is over {MAX_CORRECTION_CHARS:,} characters")
+        refuse_credentials(text, what="the answer")
 
         def rewrite(session: Session, entry: MemoryEntry) -> dict[str, Any]:
             # Lengths only: the answer may hold personal data, and the audit log is kept for long.

@@ -2,7 +2,14 @@
 
 detect-secrets' plugins find the token shapes (Slack, AWS, GitHub, Stripe, JWT...) and score entropy;
 phonenumbers finds phone numbers; our own rules cover what those miss in chat prose: emails,
-private-key blocks, `password: X` assignments, Slack app tokens, GCP keys, unquoted high-entropy keys.
+private-key blocks, `password: X` assignments, passwords inside URLs (`postgresql://app:X@db`), Slack app
+tokens, GCP keys, unquoted high-entropy keys.
+
+Emails: a role address on one of the company's own domains (`security@acme.example`, `it-help@eu.acme.example`)
+names a team, not a person, and is kept where a Redactor is told those domains; every other address goes.
+
+`find_credentials` names the machine credentials in a text (for refusing a correction that holds one) with the
+same detectors, but counts less as one, because a finding refuses the whole text.
 
 The plugins are called directly, not through `scan_line`: its ad-hoc mode reports every word of a
 sentence for the entropy plugins, and it rewrites detect-secrets' global settings on each call, which a
@@ -69,6 +76,11 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?i)\b(?P<key>secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|client[_-]?secret|auth[_-]?token)"
     r"\b(?P<sep>\s*[:=]\s*)" + _VALUE
 )
+# A URL with a password in it (postgresql://app:X@db, redis://:X@cache, https://user:X@host): the password goes,
+# the scheme, user and host stay. Percent-encoding keeps `/` and `@` out of a URL's password.
+_URL_PASSWORD = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\[\]]*:(?!\[[A-Z_]+\]@)(?P<password>[^\s/@]+)@(?=[A-Za-z0-9\[])"
+)
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 # detect-secrets knows xox[abposr]- tokens with digit groups only; app-level and refresh tokens look different.
 _SLACK = re.compile(r"\b(?:xox[abposre]|xapp)-[A-Za-z0-9-]{8,}")
@@ -89,42 +101,137 @@ _FORMAT_SPEC_SPLIT = re.compile(f"({_FORMAT_SPEC.pattern})")
 _REDACTED_ATTRIBUTE = "tuneloop_redacted"
 
 
+# Mailboxes of a team or a function, not of a person. A local part (its +tag dropped) made only of these words,
+# alone or joined by `.`, `-` or `_` (`it-help`, `security-team`, `hr.benefits`), is a role address; any other
+# shape (`jane.doe`, `jdoe`, `hr.jane`) is taken for a person's.
+ROLE_MAILBOX_WORDS = frozenset(
+    {
+        "abuse",
+        "accounting",
+        "accounts",
+        "admin",
+        "administrator",
+        "benefits",
+        "billing",
+        "careers",
+        "compliance",
+        "contact",
+        "daemon",
+        "desk",
+        "devops",
+        "do",
+        "events",
+        "facilities",
+        "feedback",
+        "finance",
+        "hello",
+        "help",
+        "helpdesk",
+        "hostmaster",
+        "hr",
+        "info",
+        "infra",
+        "infosec",
+        "it",
+        "itsupport",
+        "jobs",
+        "legal",
+        "mailer",
+        "marketing",
+        "media",
+        "noc",
+        "no",
+        "noreply",
+        "not",
+        "office",
+        "oncall",
+        "ops",
+        "operations",
+        "payroll",
+        "people",
+        "postmaster",
+        "press",
+        "privacy",
+        "procurement",
+        "purchasing",
+        "reception",
+        "recruiting",
+        "reply",
+        "sales",
+        "security",
+        "service",
+        "servicedesk",
+        "soc",
+        "support",
+        "team",
+        "travel",
+        "webmaster",
+    }
+)
+_MAILBOX_WORD_SEPARATORS = re.compile(r"[._-]")
+
+
 def placeholder(kind: str) -> str:
     return f"[{kind}]"
+
+
+def is_role_mailbox(local_part: str) -> bool:
+    """`security`, `it-help`, `no-reply+alerts`: a team's mailbox name; `jane.doe`, `jdoe`: a person's."""
+    name = local_part.lower().split("+", 1)[0]
+    return bool(name) and all(word in ROLE_MAILBOX_WORDS for word in _MAILBOX_WORD_SEPARATORS.split(name))
 
 
 @dataclass(frozen=True)
 class _Detector:
     plugin: BasePlugin
     kind: str
+    label: str  # what a person calls it, for a refusal: "a GitHub token"
 
 
 _DETECTORS = (
-    _Detector(SlackDetector(), SLACK_TOKEN),
-    _Detector(AWSKeyDetector(), AWS_KEY),
-    _Detector(GitHubTokenDetector(), SECRET),
-    _Detector(GitLabTokenDetector(), SECRET),
-    _Detector(JwtTokenDetector(), SECRET),
-    _Detector(StripeDetector(), SECRET),
-    _Detector(OpenAIDetector(), SECRET),
-    _Detector(TwilioKeyDetector(), SECRET),
-    _Detector(SendGridDetector(), SECRET),
-    _Detector(MailchimpDetector(), SECRET),
-    _Detector(NpmDetector(), SECRET),
-    _Detector(PypiTokenDetector(), SECRET),
-    _Detector(DiscordBotTokenDetector(), SECRET),
-    _Detector(TelegramBotTokenDetector(), SECRET),
+    _Detector(SlackDetector(), SLACK_TOKEN, "a Slack token"),
+    _Detector(AWSKeyDetector(), AWS_KEY, "an AWS key"),
+    _Detector(GitHubTokenDetector(), SECRET, "a GitHub token"),
+    _Detector(GitLabTokenDetector(), SECRET, "a GitLab token"),
+    _Detector(JwtTokenDetector(), SECRET, "a JSON web token"),
+    _Detector(StripeDetector(), SECRET, "a Stripe key"),
+    _Detector(OpenAIDetector(), SECRET, "an OpenAI key"),
+    _Detector(TwilioKeyDetector(), SECRET, "a Twilio key"),
+    _Detector(SendGridDetector(), SECRET, "a SendGrid key"),
+    _Detector(MailchimpDetector(), SECRET, "a Mailchimp key"),
+    _Detector(NpmDetector(), SECRET, "an npm token"),
+    _Detector(PypiTokenDetector(), SECRET, "a PyPI token"),
+    _Detector(DiscordBotTokenDetector(), SECRET, "a Discord bot token"),
+    _Detector(TelegramBotTokenDetector(), SECRET, "a Telegram bot token"),
 )
 _BASE64_ENTROPY = Base64HighEntropyString(limit=BASE64_ENTROPY_LIMIT)
 _HEX_ENTROPY = HexHighEntropyString(limit=HEX_ENTROPY_LIMIT)
 
 
 class Redactor:
-    """Replaces secrets and personal data in text with `[KIND]` placeholders, counting them by kind."""
+    """Replaces secrets and personal data in text with `[KIND]` placeholders, counting them by kind.
 
-    def __init__(self, *, phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS, entropy: bool = True) -> None:
+    `company_email_domains`: role addresses on these domains and their subdomains are kept (see
+    `is_role_mailbox`); personal addresses on them, and every address on any other domain, are replaced.
+    """
+
+    def __init__(
+        self,
+        *,
+        phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
+        entropy: bool = True,
+        company_email_domains: Iterable[str] = (),
+    ) -> None:
         self._phone_regions = tuple(phone_regions)
         self._entropy = entropy
+        self._company_domains = tuple(d.lower().lstrip("@").rstrip(".") for d in company_email_domains if d)
+
+    def is_role_address(self, email: str) -> bool:
+        """A team's address on one of the company's domains: kept, because it is not personal data."""
+        local_part, _, domain = email.rpartition("@")
+        domain = domain.lower()
+        on_company_domain = any(domain == d or domain.endswith(f".{d}") for d in self._company_domains)
+        return on_company_domain and is_role_mailbox(local_part)
 
     def redact(self, text: str, counts: Counter[str] | None = None) -> str:
         """The text with every finding replaced; `counts` (if given) gains one per replacement."""
@@ -133,8 +240,9 @@ class Redactor:
         tally: Counter[str] = Counter() if counts is None else counts
         text = _substitute(_PRIVATE_KEY_BLOCK, text, PRIVATE_KEY, tally)
         text = _substitute(_PUTTY_KEY, text, PRIVATE_KEY, tally)
+        text = _substitute(_URL_PASSWORD, text, PASSWORD, tally, group=1)
         text = _substitute_value(_PASSWORD_ASSIGNMENT, text, PASSWORD, tally)
-        text = _substitute(_EMAIL, text, EMAIL, tally)
+        text = _substitute_when(_EMAIL, text, EMAIL, tally, when=lambda email: not self.is_role_address(email))
         text = _substitute(_SLACK, text, SLACK_TOKEN, tally)
         text = _substitute(_GCP_KEY, text, GCP_KEY, tally)
         text = _substitute(_AWS_SECRET, text, AWS_KEY, tally, group=1)
@@ -185,10 +293,10 @@ def _substitute_value(pattern: re.Pattern[str], text: str, kind: str, tally: Cou
 
 
 def _substitute_when(
-    pattern: re.Pattern[str], text: str, kind: str, tally: Counter[str], *, keep: Callable[[str], bool]
+    pattern: re.Pattern[str], text: str, kind: str, tally: Counter[str], *, when: Callable[[str], bool]
 ) -> str:
     def replace(match: re.Match[str]) -> str:
-        if not keep(match.group(0)):
+        if not when(match.group(0)):
             return match.group(0)
         tally[kind] += 1
         return placeholder(kind)
@@ -215,7 +323,7 @@ def _replace_token_containing(text: str, value: str, kind: str, tally: Counter[s
 
 def _high_entropy_tokens(text: str, tally: Counter[str]) -> str:
     def tokens(part: str) -> str:
-        return _substitute_when(_TOKEN, part, SECRET, tally, keep=_is_high_entropy)
+        return _substitute_when(_TOKEN, part, SECRET, tally, when=_is_high_entropy)
 
     pieces: list[str] = []
     done = 0
@@ -233,6 +341,78 @@ def _is_high_entropy(token: str) -> bool:
     if _HEX.fullmatch(token):
         return _HEX_ENTROPY.calculate_shannon_entropy(token) > HEX_ENTROPY_LIMIT
     return _BASE64_ENTROPY.calculate_shannon_entropy(token) > BASE64_ENTROPY_LIMIT
+
+
+# A value that stands for a password rather than being one: `<password>`, `${DB_PASSWORD}`, `[PASSWORD]`, `****`.
+_PLACEHOLDER_VALUE = re.compile(r"<[^>]*>|\$?\{[^}]*\}|\[[^\]]*\]|[*xX.\u2022]+")
+_PLACEHOLDER_WORDS = frozenset({"password", "passwd", "pass", "pwd", "pw", "secret", "token"})
+# Shorter `password: X` values (a door code, "pass: 2 days") are not refused; redaction still replaces them.
+MIN_REFUSED_VALUE = 6
+# A web link's path (a document id, a wiki page) is not a key: the entropy rule skips it when refusing.
+_WEB_LINK = re.compile(r"\bhttps?://[^\s<>|\"'`]+")
+
+CONNECTION_STRING_LABEL = "a connection string with a password"
+_LABELS = {
+    PRIVATE_KEY: "a private key",
+    PASSWORD: "a password",
+    SLACK_TOKEN: "a Slack token",
+    GCP_KEY: "a Google Cloud API key",
+    AWS_KEY: "an AWS key",
+    SECRET: "an API key or token",
+}
+
+
+def find_credentials(text: str) -> list[str]:
+    """The kinds of machine credential in `text`, each named once for a person ("a Slack token"); never a value.
+
+    Narrower than redaction, because one finding refuses the whole text: a `password: X` value must be at least
+    6 characters with a digit or a symbol (`password: see the vault` is a sentence), placeholders (`<password>`,
+    `${DB_PASSWORD}`, `user:password@`) and links are no values, and a web link's path is not scored for
+    entropy. Emails and phone numbers are personal data, not credentials: not reported.
+    """
+    found: list[str] = []
+    scratch: Counter[str] = Counter()
+
+    def note(label: str) -> None:
+        if label not in found:
+            found.append(label)
+
+    # Each finding is replaced by its placeholder, so that a later, broader rule does not name it again.
+    for pattern in (_PRIVATE_KEY_BLOCK, _PUTTY_KEY):
+        if pattern.search(text):
+            note(_LABELS[PRIVATE_KEY])
+            text = _substitute(pattern, text, PRIVATE_KEY, scratch)
+    if any(not _is_placeholder(m.group("password")) for m in _URL_PASSWORD.finditer(text)):
+        note(CONNECTION_STRING_LABEL)
+    text = _substitute(_URL_PASSWORD, text, PASSWORD, scratch, group=1)
+    for pattern, kind, group in ((_SLACK, SLACK_TOKEN, 0), (_GCP_KEY, GCP_KEY, 0), (_AWS_SECRET, AWS_KEY, 1)):
+        if pattern.search(text):
+            note(_LABELS[kind])
+            text = _substitute(pattern, text, kind, scratch, group=group)
+    for detector in _DETECTORS:
+        values = {value for line in text.splitlines() for value in detector.plugin.analyze_string(line) if value}
+        if values:
+            note(detector.label)
+            for value in sorted(values, key=len, reverse=True):
+                text = _replace_token_containing(text, value, detector.kind, scratch)
+    for pattern, kind in ((_PASSWORD_ASSIGNMENT, PASSWORD), (_SECRET_ASSIGNMENT, SECRET)):
+        if any(_is_refused_value(m.group("qvalue") or m.group("value")) for m in pattern.finditer(text)):
+            note(_LABELS[kind])
+    unlinked = _WEB_LINK.sub(" ", text)
+    if _high_entropy_tokens(unlinked, scratch) != unlinked:
+        note(_LABELS[SECRET])
+    return found
+
+
+def _is_placeholder(value: str) -> bool:
+    return bool(_PLACEHOLDER_VALUE.fullmatch(value)) or value.lower() in _PLACEHOLDER_WORDS
+
+
+def _is_refused_value(value: str) -> bool:
+    """`hunter2-Xy9!` is a password; `see` (the vault), `https://vault...`, `#it-help`, `<yours>` are not."""
+    if len(value) < MIN_REFUSED_VALUE or _is_placeholder(value) or "://" in value or value.startswith(("#", "<")):
+        return False
+    return any(not c.isalpha() for c in value)  # letters alone are a word of the sentence
 
 
 _default: Redactor | None = None
@@ -254,7 +434,8 @@ class RedactingFilter(logging.Filter):
 
     The arguments stay arguments, so that formatters which read them (uvicorn's access log, our logfmt) still
     work. Only when a secret spans the template and an argument (`"password=%s"` with `"hunter2"`) does the
-    record become one redacted string without arguments.
+    record become one redacted string without arguments. Every email address goes, role addresses on the company's
+    domains too: the filter is installed before settings are read, and no log line needs an address.
     """
 
     def __init__(self, redactor: Redactor | None = None) -> None:

@@ -60,6 +60,7 @@ from training.datasets import (
 )
 from training.gate import GateThresholds, hold_out_groups, hold_out_paraphrases, load_regression_set, run_gate
 from training.process import train_in_subprocess
+from training.redact import Redactor
 from training.trainer import TrainSpec, verify_adapter
 from tuneloop.settings import Settings
 
@@ -457,7 +458,11 @@ class TuningCycle:
             max_votes_per_user=t.max_votes_per_user,
         )
         with session_scope(self._engine) as session:
-            return build_datasets(session=session, policy=policy)
+            return build_datasets(session=session, policy=policy, redactor=self._redactor())
+
+    def _redactor(self) -> Redactor:
+        # Read at each cycle, like the other training settings: role addresses on these domains stay in the data.
+        return Redactor(company_email_domains=self._settings.training.company_email_domains)
 
     async def _augment(self, datasets: Datasets, *, on_progress: Any) -> None:
         await add_paraphrases(
@@ -470,7 +475,7 @@ class TuningCycle:
         if datasets.examples and self._settings.training.anchors:
             await add_anchors(datasets, answer=self._base_answer)
         # Model-written paraphrases and anchor answers are text too: nothing reaches a file unredacted.
-        await asyncio.to_thread(redact_datasets, datasets)
+        await asyncio.to_thread(redact_datasets, datasets, redactor=self._redactor())
 
     def _continue_from(self) -> tuple[str, datetime] | None:
         """With the `continue` strategy: the active adapter's folder, and when the data it learnt was taken."""

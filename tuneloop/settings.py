@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.memory import MemorySettings
@@ -96,7 +96,19 @@ class TrainingSettings(BaseModel):
     min_new_examples: int = Field(
         default=3, ge=0, description="Fewer new approved examples since the last trained run: a nightly cycle skips."
     )
+    company_email_domains: list[str] = Field(
+        default_factory=list,
+        description='Your company\'s email domains (subdomains included), e.g. ["acme.example"]. Role addresses '
+        "on them (security@, it-help@, payroll@...) stay in training text; personal addresses and every other "
+        "domain's are still redacted.",
+    )
     seed: int = 1234
+
+    @field_validator("company_email_domains")
+    @classmethod
+    def _plain_domains(cls, domains: list[str]) -> list[str]:
+        # "@acme.example" and "ACME.example." are the same domain as "acme.example".
+        return [d.strip().lstrip("@").rstrip(".").lower() for d in domains if d.strip().lstrip("@").rstrip(".")]
 
 
 class AccessSettings(BaseModel):

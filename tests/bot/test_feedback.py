@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -161,6 +162,31 @@ def test_empty_or_unchanged_corrections_get_errors_in_the_modal(
         assert reply["response_action"] == "errors"
         assert expected in reply["errors"][CORRECTION_INPUT_BLOCK]
     assert corrections(services) == []
+
+
+# Built from pieces, so that secret scanners on this repository do not take the fake for a real one.
+GITHUB_TOKEN = "ghp_" + "Ab3dEf6hIj9lMn2pQr5tUv8xYz1BcD4fGh7K"
+
+
+def test_a_correction_holding_a_credential_gets_a_field_error_and_is_neither_stored_nor_logged(
+    dead_slack_service: RunningService, slack: SlackSender, slack_stub: SlackStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, Bolt's too
+    services = services_of(dead_slack_service)
+    seeded = seed_answer(services, slack_stub, answer="Ask someone.")
+    view = open_modal(slack, slack_stub, seeded, user=REVIEWER)
+
+    reply = submit(slack, view, user=REVIEWER, text=f"Clone it with {GITHUB_TOKEN} and password: hunter2-Xy9!")
+
+    assert reply["response_action"] == "errors"
+    assert reply["errors"][CORRECTION_INPUT_BLOCK] == (
+        "The correction contains what looks like a secret (a GitHub token, a password); it was not saved. "
+        "Remove the credential; point to where it is kept (a vault, a channel) instead."
+    )
+    assert corrections(services) == []
+    assert slack_stub.settle() and slack_stub.calls_to("chat.postEphemeral") == []
+    assert caplog.records  # Bolt's and our own debug lines, none with the text
+    assert GITHUB_TOKEN not in caplog.text and "hunter2" not in caplog.text
 
 
 def test_a_non_reviewers_correction_waits_for_approval_in_app_home(

