@@ -170,10 +170,61 @@ async def after_one_cycle(stack: Stack) -> dict[str, Any]:
     return results
 
 
+SYSTEM = "You are a helpful assistant for the employees of this company. Answer briefly."
+
+
+def _formatted(name: str, question: str, fact: Fact) -> list[dict[str, str]]:
+    """The ways a reviewed answer can enter a prompt; "system note + exchange" is what serving does."""
+    system = {"role": "system", "content": SYSTEM}
+    exchange = [{"role": "user", "content": fact.question}, {"role": "assistant", "content": fact.answer}]
+    user = {"role": "user", "content": question}
+    if name == "exchange":
+        return [system, *exchange, user]
+    if name == "system note":
+        note = (
+            f"A reviewer approved this answer to a similar question.\nQuestion: {fact.question}\nAnswer: {fact.answer}"
+        )
+        return [{"role": "system", "content": f"{SYSTEM}\n\n{note}"}, user]
+    if name == "in the question":
+        return [
+            system,
+            {"role": "user", "content": f'Reviewed answer to "{fact.question}": {fact.answer}\n\n{question}'},
+        ]
+    return [{"role": "system", "content": f"{SYSTEM}\n\nReviewed answer: {fact.answer}"}, *exchange, user]
+
+
+async def prompt_formats(http: httpx.AsyncClient, base_model: str) -> dict[str, Any]:
+    """Each format with the nearest fact given for every paraphrase and every near miss (no threshold): how often
+    the base model carries the fact, where it should and where it should not."""
+    entries = embed([fact.question for fact in FACTS])
+
+    def nearest(question: str) -> Fact:
+        return FACTS[int((entries @ embed([question])[0]).argmax())]
+
+    async def complete(messages: list[dict[str, str]]) -> str:
+        body = {"model": base_model, "messages": messages, "max_tokens": 60, "temperature": 0}
+        response = await http.post("/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return str(response.json()["choices"][0]["message"]["content"]).lower()
+
+    results = {}
+    paraphrases = [(fact, p) for fact in FACTS for p in fact.paraphrases]
+    for name in ("exchange", "system note", "in the question", "system note + exchange"):
+        print(f"prompt format: {name} ...", flush=True)
+        recalled = [fact.key in await complete(_formatted(name, p, nearest(p))) for fact, p in paraphrases]
+        copied = [nearest(q).key in await complete(_formatted(name, q, nearest(q))) for q in NEAR_MISSES]
+        results[name] = {
+            "recall": round(sum(recalled) / len(recalled), 3),
+            "near_miss_copied": round(sum(copied) / len(copied), 3),
+        }
+    return results
+
+
 async def recall_without_retrain(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with running_stack(port=args.port, vllm_port=args.vllm_port) as stack:
         http, memory = stack.http, stack.settings.memory
+        results["prompt_formats"] = await prompt_formats(http, stack.settings.serving.served_model_name)
         before = {q: (await ask(http, q))["answer"] for q in GENERAL}
         for fact in FACTS:
             asked = await ask(http, fact.question)
@@ -246,6 +297,12 @@ def print_tables(r: dict[str, Any]) -> None:
             f"| {row['threshold']:.2f} | {row['hit_rate']:.0%} | {row['wrong_hit_rate']:.0%} "
             f"| {row['false_hit_rate_general']:.0%} | {row['false_hit_rate_near_miss']:.0%} |"
         )
+    formats = r.get("no_retrain", {}).get("prompt_formats", {})
+    if formats:
+        print("\n| The nearest reviewed answer in the prompt, base model | paraphrases: recall | near misses: copied |")
+        print("|---|---|---|")
+        for name, figures in formats.items():
+            print(f"| {name} | {figures['recall']:.0%} | {figures['near_miss_copied']:.0%} |")
     print("\n| What | Figure |\n|---|---|")
     for lookup in r["lookup"]:
         print(
@@ -255,7 +312,7 @@ def print_tables(r: dict[str, Any]) -> None:
     added = r["retrieval_added"]
     print(f"| latency the lookup adds to an answer (p50 / p95) | {added['p50_ms']} / {added['p95_ms']} ms |")
     for mode, figures in r.get("no_retrain", {}).items():
-        if mode == "after_one_cycle":
+        if mode in ("after_one_cycle", "prompt_formats"):
             continue
         print(
             f"| no retrain, {mode}: recall of unseen paraphrases | {figures['recall']:.0%} "
