@@ -35,7 +35,7 @@ from sqlalchemy import insert
 from bench.stack import REPO, Stack, run_cycle, running_stack
 from serving.memory import MemorySettings, ReviewedMemory
 from store.db import make_engine, migrate, session_scope
-from store.memory import add_entry
+from store.memory import Approval, remember
 from store.models import MemoryEntry, MemoryWording, utcnow
 from tests.e2e.memory_facts import FACTS, GENERAL, NEAR_MISSES, Fact
 from training.embedder import DIMENSIONS, embed
@@ -268,8 +268,7 @@ def retrieval_added_ms() -> dict[str, float]:
         with session_scope(engine) as session:
             vectors = embed([fact.question for fact in FACTS])
             for fact, vector in zip(FACTS, vectors, strict=True):
-                add_entry(
-                    session=session,
+                approval = Approval(
                     answer=fact.answer,
                     approved_by="U_BENCH",
                     correction_id=None,
@@ -277,6 +276,7 @@ def retrieval_added_ms() -> dict[str, float]:
                     embedding=vector.tobytes(),
                     interaction_id=None,
                 )
+                remember(session=session, entry=None, approval=approval)
             session.commit()
         memory.recall("warm up")
         samples = []

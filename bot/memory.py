@@ -14,10 +14,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bot import views
-from serving.approved_text import refuse_credentials
 from serving.errors import Conflict, InvalidQuestion, NotFound
-from serving.feedback import MAX_CORRECTION_CHARS
-from serving.memory import ReviewedMemory
+from serving.memory import ReviewedMemory, usable_answer
 from store import memory as memory_repo
 from store.audit import record_audit
 from store.db import session_scope
@@ -32,7 +30,6 @@ SEARCH = "memory.search"
 HOME_ENTRIES = 10
 # MiniLM scores unrelated questions below about 0.3: beneath it a search shows nothing rather than noise.
 SEARCH_FLOOR = 0.3
-MAX_ANSWER_CHARS = MAX_CORRECTION_CHARS  # an edited answer is bounded as a correction is
 
 
 def audit_target(entry_id: int | None) -> str | None:
@@ -103,12 +100,7 @@ def entry_to_edit(*, engine: Engine, entry_id: int) -> views.ReviewedEntry:
 
 def check_edit(*, engine: Engine, entry_id: int, answer: str) -> str:
     """The edited answer as it will be stored, or what is wrong with it (read only: the modal acks with it)."""
-    answer = answer.strip()
-    if not answer:
-        raise InvalidQuestion("the answer is empty", hint="Write the answer I should give, or close the form.")
-    if len(answer) > MAX_ANSWER_CHARS:
-        raise InvalidQuestion(f"the answer is {len(answer):,} characters; the limit is {MAX_ANSWER_CHARS:,}")
-    refuse_credentials(answer, what="the answer")
+    answer = usable_answer(answer)
     with session_scope(engine) as session:
         if _active_entry(session, entry_id).answer.strip() == answer:
             raise InvalidQuestion("the answer is unchanged", hint="Change the text first, or close the form.")

@@ -184,6 +184,17 @@ class MemoryIndex:
         return len(self._texts)
 
 
+def usable_answer(answer: str) -> str:
+    """A reviewer's answer as it will be stored; InvalidQuestion when blank, too long or holding a credential."""
+    text = answer.strip()
+    if not text:
+        raise InvalidQuestion("the answer is empty", hint="Write the answer the bot should give.")
+    if len(text) > MAX_CORRECTION_CHARS:
+        raise InvalidQuestion(f"the answer is over {MAX_CORRECTION_CHARS:,} characters")
+    refuse_credentials(text, what="the answer")
+    return text
+
+
 class ReviewedMemory:
     """Lookups for answers, and the writes that approvals, edits and retirements make."""
 
@@ -227,27 +238,15 @@ class ReviewedMemory:
             same_question = self.search(interaction.question, limit=1, floor=self._settings.group_threshold)
             if same_question:
                 entry = memory_repo.get_entry(session=session, entry_id=same_question[0].entry_id)
-        if entry is None:
-            entry = memory_repo.add_entry(
-                session=session,
-                answer=correction.text,
-                approved_by=correction.reviewer_id,
-                correction_id=correction.id,
-                wording=interaction.question,
-                embedding=vector.tobytes(),
-                interaction_id=interaction.id,
-            )
-        else:
-            entry = memory_repo.supersede(
-                session=session,
-                entry=entry,
-                answer=correction.text,
-                approved_by=correction.reviewer_id,
-                correction_id=correction.id,
-                wording=interaction.question,
-                embedding=vector.tobytes(),
-                interaction_id=interaction.id,
-            )
+        approval = memory_repo.Approval(
+            answer=correction.text,
+            approved_by=correction.reviewer_id,
+            correction_id=correction.id,
+            wording=interaction.question,
+            embedding=vector.tobytes(),
+            interaction_id=interaction.id,
+        )
+        entry = memory_repo.remember(session=session, entry=entry, approval=approval)
         log.info("memory.remembered entry=%s correction=%s", entry.id, correction.id)
         return entry
 
@@ -308,12 +307,7 @@ class ReviewedMemory:
         Raises InvalidQuestion (blank, or over MAX_CORRECTION_CHARS), Forbidden (not a reviewer), NotFound, and
         Conflict for a retired entry.
         """
-        text = answer.strip()
-        if not text:
-            raise InvalidQuestion("the answer is empty", hint="Write the answer the bot should give.")
-        if len(text) > MAX_CORRECTION_CHARS:
-            raise InvalidQuestion(f"the answer is over {MAX_CORRECTION_CHARS:,} characters")
-        refuse_credentials(text, what="the answer")
+        text = usable_answer(answer)
 
         def rewrite(session: Session, entry: MemoryEntry) -> dict[str, Any]:
             # Lengths only: the answer may hold personal data, and the audit log is kept for long.

@@ -56,58 +56,45 @@ def changed_since(*, session: Session, stamp: datetime | None) -> tuple[list[Mem
     return entries, wordings
 
 
-def add_entry(
-    *,
-    session: Session,
-    answer: str,
-    approved_by: str,
-    correction_id: int | None,
-    wording: str,
-    embedding: bytes,
-    interaction_id: int | None,
-) -> MemoryEntry:
-    stamp = _next_stamp(session)
-    entry = MemoryEntry(
-        answer=answer,
-        approved_by=approved_by,
-        correction_id=correction_id,
-        approved_at=stamp,
-        created_at=stamp,
-        updated_at=stamp,
-        updated_by=approved_by,
-    )
-    session.add(entry)
-    session.flush()
-    assert entry.id is not None
-    session.add(MemoryWording(entry_id=entry.id, interaction_id=interaction_id, text=wording, embedding=embedding))
-    return entry
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """An approved answer to one wording of a question, with the wording's embedding."""
+
+    answer: str
+    approved_by: str
+    correction_id: int | None
+    wording: str
+    embedding: bytes
+    interaction_id: int | None
 
 
-def supersede(
-    *,
-    session: Session,
-    entry: MemoryEntry,
-    answer: str,
-    approved_by: str,
-    correction_id: int | None,
-    wording: str | None,
-    embedding: bytes | None,
-    interaction_id: int | None,
-) -> MemoryEntry:
-    """A later approved answer for the same question group: it replaces the answer; a new wording is kept."""
+def remember(*, session: Session, entry: MemoryEntry | None, approval: Approval) -> MemoryEntry:
+    """A new entry, or (`entry` given: the same question group) a later approval that replaces its answer.
+
+    The wording is kept unless the entry has it already; a retired entry approved again is active again."""
     stamp = _next_stamp(session)
-    entry.answer = answer
-    entry.approved_by = approved_by
-    entry.correction_id = correction_id
+    if entry is None:
+        entry = MemoryEntry(answer=approval.answer, approved_by=approval.approved_by, created_at=stamp)
+    entry.answer = approval.answer
+    entry.approved_by = approval.approved_by
+    entry.correction_id = approval.correction_id
     entry.approved_at = stamp
     entry.updated_at = stamp
-    entry.updated_by = approved_by
+    entry.updated_by = approval.approved_by
     entry.status = MemoryStatus.active
     entry.retired_at = None
     session.add(entry)
-    if wording is not None and embedding is not None and not _has_wording(session, entry, wording):
-        assert entry.id is not None
-        session.add(MemoryWording(entry_id=entry.id, interaction_id=interaction_id, text=wording, embedding=embedding))
+    session.flush()
+    assert entry.id is not None
+    if not _has_wording(session, entry, approval.wording):
+        session.add(
+            MemoryWording(
+                entry_id=entry.id,
+                interaction_id=approval.interaction_id,
+                text=approval.wording,
+                embedding=approval.embedding,
+            )
+        )
     return entry
 
 

@@ -179,7 +179,7 @@ def test_a_reviewer_edits_an_entry_in_a_modal_within_bounds(
     field = next(b for b in modal["blocks"] if b.get("block_id") == MEMORY_EDIT_BLOCK)
     assert field["element"]["initial_value"] == ANSWER
 
-    for text, problem in (("  ", "empty"), ("x" * 8001, "the limit is 8,000"), (ANSWER, "unchanged")):
+    for text, problem in (("  ", "empty"), ("x" * 8001, "over 8,000 characters"), (ANSWER, "unchanged")):
         reply = submit_edit(slack, modal, user=REVIEWER, text=text)
         assert reply["response_action"] == "errors" and problem in reply["errors"][MEMORY_EDIT_BLOCK]
     assert entry(services, entry_id).answer == ANSWER and audit_of(services, entry_id) == []
