@@ -137,6 +137,11 @@ def page_corrections(
     return newest_first(session=session, statement=statement, id_column=Correction.id, limit=limit, before=before)
 
 
+def count_corrections(*, session: Session, status: str) -> int:
+    statement = select(func.count()).select_from(Correction).where(Correction.status == status)
+    return int(session.exec(statement).one())
+
+
 def votes_of(*, session: Session, interaction_id: int) -> list[Feedback]:
     statement = select(Feedback).where(Feedback.interaction_id == interaction_id).order_by(col(Feedback.id))
     return list(session.exec(statement).all())

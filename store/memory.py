@@ -154,6 +154,14 @@ def page_entries(
     return newest_first(session=session, statement=statement, id_column=MemoryEntry.id, limit=limit, before=before)
 
 
+def count_entries(*, session: Session) -> dict[str, int]:
+    """status -> number of entries, for every status (0 where none)."""
+    statement = select(MemoryEntry.status, func.count()).group_by(col(MemoryEntry.status))
+    counts = {str(status): 0 for status in MemoryStatus}
+    counts.update({status: int(count) for status, count in session.exec(statement).all()})
+    return counts
+
+
 def interactions_using(*, session: Session, entry_id: int) -> int:
     statement = select(func.count()).select_from(Interaction).where(Interaction.memory_entry_id == entry_id)
     return int(session.exec(statement).one())
