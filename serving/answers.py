@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from serving.client import InferenceClient, Message
 from serving.errors import EngineRejected, InvalidQuestion, TuneloopError
 from serving.memory import NOTHING, MemoryHit, Recall, ReviewedMemory
+from serving.metrics import ServiceMetrics
 from serving.registry import AdapterRegistry
 from store import interactions as interaction_repo
 from store.db import session_scope
@@ -106,12 +107,15 @@ class AnswerService:
         registry: AdapterRegistry,
         settings: AnswerSettings,
         memory: ReviewedMemory | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
         self._registry = registry
         self._settings = settings
         self._memory = memory
+        # None: counted in a registry of its own that nobody scrapes (tests, scripts).
+        self._metrics = metrics if metrics is not None else ServiceMetrics()
 
     async def recall(self, text: str) -> Recall:
         """The memory's reviewed answers for a question. The memory failing never fails an answer."""
@@ -181,6 +185,7 @@ class AnswerService:
                 reviewed=recall.hits,
             )
             parts: list[str] = []
+            first_text: float | None = None
             for attempt in (1, 2):
                 try:
                     async with self._registry.use() as adapter:
@@ -190,6 +195,8 @@ class AnswerService:
                             max_tokens=self._settings.max_answer_tokens,
                             temperature=self._settings.temperature,
                         ):
+                            if first_text is None:
+                                first_text = time.perf_counter()
                             parts.append(delta)
                             yield delta
                     break
@@ -212,6 +219,7 @@ class AnswerService:
             text=text,
             adapter_version=adapter.version,
             started=started,
+            first_text=first_text,
             memory=used,
             memory_mode=recall.mode,
         )
@@ -233,6 +241,7 @@ class AnswerService:
             text=hit.answer,
             adapter_version=version,
             started=started,
+            first_text=time.perf_counter(),  # the whole answer is its first text
             memory=hit,
             memory_mode=MemoryMode.direct,
         )
@@ -252,11 +261,15 @@ class AnswerService:
         text: str,
         adapter_version: str,
         started: float,
+        first_text: float | None = None,
         memory: MemoryHit | None = None,
         memory_mode: MemoryMode | None = None,
     ) -> int:
-        """Store the answer to a recorded question, timed from `started` (perf_counter); returns the latency."""
-        latency_ms = int((time.perf_counter() - started) * 1000)
+        """Store the answer to a recorded question, timed from `started` (perf_counter); returns the latency.
+
+        `first_text` (perf_counter) is when a streamed answer's first text came; None when it was not streamed."""
+        seconds = time.perf_counter() - started
+        latency_ms = int(seconds * 1000)
         with session_scope(self._engine) as session:
             interaction_repo.record_answer(
                 session=session,
@@ -274,6 +287,13 @@ class AnswerService:
             memory_mode.value if memory_mode else "none",
             latency_ms,
         )
+        self._metrics.answered(
+            version=adapter_version,
+            memory=memory_mode,
+            seconds=seconds,
+            first_text_s=first_text - started if first_text is not None else None,
+            characters=len(text),
+        )
         return latency_ms
 
     def record_failure(self, interaction_id: int, *, started: float, error: TuneloopError) -> None:
@@ -287,3 +307,4 @@ class AnswerService:
                 latency_ms=latency_ms,
             )
         log.warning("answer.failed interaction=%s code=%s error=%s", interaction_id, error.code, error.message)
+        self._metrics.answer_failed(code=error.code)

@@ -11,10 +11,11 @@ from serving.access import AccessPolicy
 from serving.approved_text import refuse_credentials
 from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound
 from serving.memory import ReviewedMemory
+from serving.metrics import ServiceMetrics
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store.db import session_scope
-from store.models import Correction, Feedback
+from store.models import Correction, CorrectionStatus, Feedback
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,19 @@ MAX_CORRECTION_CHARS = 8000
 
 
 class FeedbackService:
-    def __init__(self, *, engine: Engine, access: AccessPolicy, memory: ReviewedMemory | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        access: AccessPolicy,
+        memory: ReviewedMemory | None = None,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
         self._engine = engine
         self._access = access
         self._memory = memory
+        # None: counted in a registry of its own that nobody scrapes (tests, scripts).
+        self._metrics = metrics if metrics is not None else ServiceMetrics()
 
     def _into_memory(self, session: Session, correction: Correction) -> None:
         """An approved correction becomes a reviewed answer in the same transaction as the approval."""
@@ -44,7 +54,10 @@ class FeedbackService:
                 )
             except LookupError as error:
                 raise NotFound(str(error)) from error
+            interaction = interaction_repo.get_interaction(session=session, interaction_id=interaction_id)
+            version = interaction.adapter_version if interaction is not None else None
         log.info("feedback.vote interaction=%s vote=%+d", interaction_id, vote)
+        self._metrics.voted(version=version, vote=vote)
         return feedback
 
     def check_correction(self, *, interaction_id: int, text: str) -> None:
@@ -65,6 +78,7 @@ class FeedbackService:
                 on_approved=self._into_memory,
             )
         log.info("feedback.correction id=%s interaction=%s status=%s", correction.id, interaction_id, correction.status)
+        self._metrics.correction_submitted(approved=correction.status == CorrectionStatus.approved)
         return correction
 
     @staticmethod
@@ -97,6 +111,7 @@ class FeedbackService:
             except ValueError as error:
                 raise Conflict(str(error)) from error
         log.info("feedback.review correction=%s status=%s", correction_id, correction.status)
+        self._metrics.correction_reviewed(approved=correction.status == CorrectionStatus.approved)
         return correction
 
     def pending(self) -> list[Correction]:

@@ -32,6 +32,7 @@ from serving.answers import with_reviewed
 from serving.client import InferenceClient
 from serving.errors import Conflict, TuneloopError
 from serving.memory import ReviewedMemory
+from serving.metrics import ServiceMetrics
 from serving.notify import AdminEvent, AdminEventKind, AdminEvents
 from serving.registry import AdapterRegistry
 from store import adapters as adapter_repo
@@ -86,9 +87,12 @@ class TuningCycle:
         registry: AdapterRegistry,
         events: AdminEvents | None = None,
         memory: ReviewedMemory | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._memory = memory
+        # None: counted in a registry of its own that nobody scrapes (tests, scripts).
+        self._metrics = metrics if metrics is not None else ServiceMetrics()
         self._engine = engine
         self._client = client
         self._registry = registry
@@ -212,6 +216,16 @@ class TuningCycle:
                 await asyncio.to_thread(self._release_db_lock)
             finally:
                 self._lock.release()
+        await asyncio.to_thread(self._count_finished, run_id)
+
+    def _count_finished(self, run_id: int) -> None:
+        """The finished run's outcome and stage timings, as its record has them, into the metrics."""
+        try:
+            run = self._existing_run(run_id)
+        except Exception as error:  # the run itself is settled; only its metrics are lost, and the log says so
+            log.warning("cycle.metrics_unrecorded run=%s error=%s", run_id, type(error).__name__, exc_info=error)
+            return
+        self._metrics.cycle_finished(outcome=run.status, timings=run.timings)
 
     def _fail(self, run_id: int, cause: str) -> None:
         """Mark the run failed and audit it in one commit, then tell the admins (on the loop's thread)."""

@@ -24,6 +24,7 @@ from serving.engine import EngineConfig, VLLMProcess
 from serving.errors import TuneloopError
 from serving.feedback import FeedbackService
 from serving.memory import ReviewedMemory
+from serving.metrics import ServiceMetrics, StoredState
 from serving.notify import AdminEvents
 from serving.registry import AdapterRegistry
 from store.db import make_engine, migrate
@@ -105,11 +106,19 @@ def build_service(settings: Settings) -> Service:
     access = access_policy(settings)
     events = AdminEvents()  # promotions, rollbacks, rejections, failed cycles: to the admins' channel if any
     memory = ReviewedMemory(engine=engine, settings=settings.memory)
+    metrics = ServiceMetrics()
     cycle = TuningCycle(
-        settings=settings, engine=engine, client=client, registry=registry, events=events, memory=memory
+        settings=settings,
+        engine=engine,
+        client=client,
+        registry=registry,
+        events=events,
+        memory=memory,
+        metrics=metrics,
     )
     answers = AnswerService(
         memory=memory,
+        metrics=metrics,
         engine=engine,
         client=client,
         registry=registry,
@@ -128,8 +137,9 @@ def build_service(settings: Settings) -> Service:
         client=client,
         registry=registry,
         answers=answers,
-        feedback=FeedbackService(engine=engine, access=access, memory=memory),
+        feedback=FeedbackService(engine=engine, access=access, memory=memory, metrics=metrics),
         memory=memory,
+        metrics=metrics,
         admin=AdminService(engine=engine, registry=registry, access=access, launcher=cycle, events=events),
         access=access,
         authenticator=Authenticator(engine=engine, access=access),
@@ -146,6 +156,9 @@ def build_service(settings: Settings) -> Service:
         events.attach(SlackAdminChannel(client=slack_app.client, channel=settings.slack.admin_channel))
     services.info["slack"] = "on" if slack_app is not None else "off"
     services.info["slack_mode"] = slack_mode
+    metrics.registry.register(
+        StoredState(engine=engine, active_version=lambda: registry.active.version, engine_up=services.ready.is_set)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -236,6 +249,7 @@ async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: S
         except Exception:
             log.exception("engine.unexpected_error")
         services.ready.clear()
+        services.metrics.engine_restarts.inc()
         if vllm is not None:
             await asyncio.to_thread(vllm.stop)
         delay = backoff.next_delay()

@@ -17,6 +17,7 @@ from serving.client import InferenceClient
 from serving.credentials import Authenticator
 from serving.feedback import FeedbackService
 from serving.memory import ReviewedMemory
+from serving.metrics import ServiceMetrics
 from serving.registry import AdapterRegistry
 
 DatasetExporter = Callable[[], Awaitable[dict[str, list[dict[str, Any]]]]]
@@ -33,6 +34,7 @@ class Services:
     access: AccessPolicy
     authenticator: Authenticator
     memory: ReviewedMemory
+    metrics: ServiceMetrics
     export_datasets: DatasetExporter | None = None
     info: dict[str, Any] = field(default_factory=dict)
     # Set once vLLM is healthy and the active adapter is loaded; /healthz reports 503 before.

@@ -103,6 +103,8 @@ class Recording:
     interaction_id: int
     started: float
     recall: Recall = NOTHING
+    # When a streamed answer's first text went out (perf_counter), for the time-to-first-text histogram.
+    first_text: float | None = None
 
     @property
     def reviewed(self) -> list[MemoryHit]:
@@ -124,6 +126,7 @@ class Recording:
             text=text.strip(),
             adapter_version=adapter.version,
             started=self.started,
+            first_text=self.first_text,
             memory=self.recall.best,
             memory_mode=self.recall.mode,
         )
@@ -203,6 +206,8 @@ async def _relay(
         try:
             async for chunk in upstream.aiter_raw():
                 if relayed := stream.feed(chunk):
+                    if recording.first_text is None and stream.has_text:
+                        recording.first_text = time.perf_counter()
                     yield relayed
             if rest := stream.flush():
                 yield rest

@@ -24,6 +24,10 @@ class AnswerStream:
     def text(self) -> str:
         return "".join(self._parts)
 
+    @property
+    def has_text(self) -> bool:
+        return bool(self._parts)
+
     def feed(self, chunk: bytes) -> bytes:
         """The complete lines received so far, rewritten; a line cut by the chunk's end waits for the rest."""
         complete, newline, self._pending = (self._pending + chunk).rpartition(b"\n")
@@ -57,7 +61,7 @@ class AnswerStream:
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 delta = choice.get("delta")
                 content = delta.get("content") if isinstance(delta, dict) else None
-                if isinstance(content, str):
+                if isinstance(content, str) and content:
                     self._parts.append(content)
         if "model" not in event:
             return line
