@@ -13,6 +13,7 @@ from serving.api.errors import BodyLimit, attach_error_handlers
 from serving.api.health import router as health
 from serving.api.interactions import router as interactions
 from serving.api.memory import router as memory
+from serving.api.metrics import router as metrics
 from serving.api.openai import router as openai_compat
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -23,7 +24,7 @@ def build_api(services: Services, *, lifespan: Lifespan | None = None, max_body_
     app.state.services = services
     attach_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    for feature in (health, openai_compat, interactions, memory, admin):
+    for feature in (health, openai_compat, interactions, memory, admin, metrics):
         feature.attach_router(app)
     return app
 

@@ -83,6 +83,13 @@ class InferenceClient:
         except httpx.TransportError as error:
             raise _unavailable(error) from error
 
+    async def metrics(self) -> httpx.Response:
+        """vLLM's own Prometheus metrics (its GET /metrics), as it answered them."""
+        response = await self.forward("GET", "/metrics")
+        if response.status_code != 200:
+            raise _rejected(response)
+        return response
+
     async def forward(self, method: str, path: str, *, json_body: Any | None = None) -> httpx.Response:
         """Pass a request through unchanged (used by the OpenAI-compatible proxy)."""
         try:

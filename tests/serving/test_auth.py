@@ -41,6 +41,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, Role]] = [
     ("POST", "/admin/rollback", {}, Role.admin),
     ("GET", "/admin/audit", None, Role.admin),
     ("GET", "/admin/dataset", None, Role.admin),
+    ("GET", "/metrics", None, Role.admin),
+    ("GET", "/metrics/vllm", None, Role.admin),
     ("GET", "/v1/models", None, Role.employee),
     (
         "POST",
