@@ -1,4 +1,4 @@
-"""Bringing an adapter trained elsewhere: `POST /admin/adapters/import`.
+"""Bringing an adapter trained elsewhere: `POST /admin/adapters/import` and `tuneloop adapters import`.
 
 Real PEFT LoRA folders of the real base model (random weights, no training), imported through the real app over
 HTTP (SQLite and PostgreSQL for the import itself). No vLLM for most: importing only checks, copies and registers
@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import ApiCaller, RunningService, free_port, make_settings
 from tests.serving.conftest import ADMIN, EMPLOYEE, REVIEWER
+from tuneloop.cli import app
 
 TRAINED_ELSEWHERE = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what a folder trained from the Hub names as its base
 
@@ -329,6 +331,43 @@ def test_employees_and_reviewers_may_not_import(
     finally:
         for caller in callers:
             caller.close()
+
+
+def test_the_cli_sends_the_absolute_path_and_prints_the_new_version(
+    sqlite_host: RunningService,
+    loras: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TUNELOOP_URL", sqlite_host.url)
+    admin = ApiCaller(sqlite_host, ADMIN)
+    source = copy_of(loras, tmp_path)
+    monkeypatch.chdir(source.parent)  # a path relative to where the command runs
+    runner = CliRunner()
+    try:
+        result = runner.invoke(app, ["adapters", "import", source.name, "--name", "acme-1", "--token", admin.token])
+        assert result.exit_code == 0, result.output
+        printed = " ".join(result.output.split())
+        assert f"imported {source} as acme-1 (ready" in printed and "tuneloop promote acme-1" in printed
+
+        result = runner.invoke(app, ["adapters", "import", source.name, "--token", admin.token, "--json"])
+        assert result.exit_code == 0, result.output
+        imported = json.loads(result.stdout)
+        assert (imported["version"], imported["metrics"]["import"]["source"]) == ("v0001", str(source))
+
+        listed = runner.invoke(app, ["adapters", "--token", admin.token, "--json"])
+        assert [v["version"] for v in json.loads(listed.stdout)["versions"]] == ["base", "acme-1", "v0001"]
+        table = runner.invoke(app, ["adapters", "--token", admin.token])
+        assert table.exit_code == 0 and "imported" in table.stdout
+
+        (source / "train.py").write_text("print('hi')\n")
+        result = runner.invoke(app, ["adapters", "import", str(source), "--token", admin.token, "--json"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["error"]["code"] == "invalid_adapter"
+        result = runner.invoke(app, ["adapters", "import", str(source), "--name", "no spaces", "--token", admin.token])
+        assert result.exit_code == 1 and "--name" in result.output
+    finally:
+        admin.close()
 
 
 @pytest.mark.slow
