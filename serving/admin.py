@@ -1,4 +1,4 @@
-"""Admin actions (retrain, promote, roll back) for Slack, the CLI and HTTP alike. Every call is audited.
+"""Admin actions (retrain, promote, roll back, import an adapter) for Slack, the CLI and HTTP alike. All audited.
 
 An action that succeeds writes its audit event in its own commit (the new active version, the new run);
 a refusal or a failure is audited on its own afterwards, when nothing has changed. Promotions and
@@ -13,11 +13,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
 from serving.access import AccessPolicy, Role
+from serving.adapter_import import AdapterImporter
 from serving.api.admin.protocol import AdapterVersionPublic, RunPublic, StatusResponse
 from serving.errors import Forbidden, NotFound, TuneloopError
 from serving.notify import AdminEvent, AdminEventKind, AdminEvents
@@ -33,6 +34,7 @@ from store.models import AdapterVersion
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RUN_POLL_S = 0.25
+IMPORT_ACTION = "adapter.import"
 
 
 class CycleLauncher(Protocol):
@@ -55,12 +57,14 @@ class AdminService:
         access: AccessPolicy,
         launcher: CycleLauncher | None,
         events: AdminEvents | None = None,
+        importer: AdapterImporter | None = None,
     ) -> None:
         self._engine = engine
         self._registry = registry
         self._access = access
         self._launcher = launcher
         self._events = events
+        self._importer = importer
 
     async def promote(self, *, version: str, user_id: str, source: str) -> ServedAdapter:
         adapter = await self._audited(
@@ -87,6 +91,23 @@ class AdminService:
             None,
             lambda ok: launcher.start(trigger=source, user_id=user_id, force=True, audit=ok),
         )
+
+    async def import_adapter(
+        self, *, path: str, version: str | None, user_id: str, source: str
+    ) -> AdapterVersionPublic:
+        """Register the LoRA folder at `path` (on this host) as `version` (None: the next vNNNN), ready, not active."""
+        if self._importer is None:
+            raise TuneloopError("importing adapters is not available in this process")
+        importer = self._importer
+        row = await self._audited(
+            user_id,
+            source,
+            IMPORT_ACTION,
+            version,
+            lambda ok: asyncio.to_thread(importer.import_folder, path, version=version, audit=ok),
+            detail={"source": path},
+        )
+        return AdapterVersionPublic.from_row(row, active=False)
 
     def versions(self) -> list[AdapterVersionPublic]:
         with session_scope(self._engine) as session:
@@ -135,29 +156,40 @@ class AdminService:
         return Forbidden(f"{action} needs an admin; {user_id} is not one", hint=self._access.refusal_hint(Role.admin))
 
     async def _audited(
-        self, user_id: str, source: str, action: str, target: str | None, call: Callable[[AuditEntry], Awaitable[T]]
+        self,
+        user_id: str,
+        source: str,
+        action: str,
+        target: str | None,
+        call: Callable[[AuditEntry], Awaitable[T]],
+        *,
+        detail: dict[str, Any] | None = None,
     ) -> T:
         """Run `call` for an admin, handing it the ok-event to store in the action's own commit.
 
         Failures are audited after the action's transaction was rolled back, and re-raised: a TuneloopError
         with its message, anything else as "unexpected: <type>" (the edge answers it with a reference).
+        `detail` goes into every event of the action, whatever its outcome.
         """
-        entry = AuditEntry(actor=user_id, source=source, action=action, target=target)
+        given = detail or {}
+        entry = AuditEntry(actor=user_id, source=source, action=action, target=target, detail=given)
         refused = self.refusal(action, user_id)
         if refused is not None:
-            await asyncio.to_thread(self._audit, replace(entry, outcome="refused", detail={"reason": "not an admin"}))
+            await asyncio.to_thread(
+                self._audit, replace(entry, outcome="refused", detail={**given, "reason": "not an admin"})
+            )
             raise refused
         try:
             result = await call(entry)
         except TuneloopError as error:
             await asyncio.to_thread(
-                self._audit_failure, replace(entry, outcome="failed", detail={"error": error.message})
+                self._audit_failure, replace(entry, outcome="failed", detail={**given, "error": error.message})
             )
             raise
         except Exception as error:
             await asyncio.to_thread(
                 self._audit_failure,
-                replace(entry, outcome="failed", detail={"error": f"unexpected: {type(error).__name__}"}),
+                replace(entry, outcome="failed", detail={**given, "error": f"unexpected: {type(error).__name__}"}),
             )
             raise
         log.info("audit action=%s actor=%s target=%s outcome=ok", action, user_id, target)

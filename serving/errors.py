@@ -5,6 +5,7 @@ TuneloopError
  ├── EngineRejected         vLLM answered with an error (e.g. an adapter it refuses)
  ├── InvalidQuestion        empty, over the size limit, or (a correction) holding a credential
  ├── InvalidRequest         parameters that are valid alone but not together
+ ├── InvalidAdapter         an adapter folder to import that the served base model or vLLM cannot take
  ├── NotFound               an interaction, correction, version or run id that does not exist
  ├── Conflict               a state that forbids the action (a correction already reviewed, a cycle running)
  ├── Unauthenticated        no credential, or one that is unknown or revoked
@@ -45,6 +46,11 @@ class InvalidQuestion(TuneloopError):
 class InvalidRequest(TuneloopError):
     status_code = 422
     code = "invalid_request"  # the code of the envelope's schema validation errors too
+
+
+class InvalidAdapter(TuneloopError):
+    status_code = 422
+    code = "invalid_adapter"
 
 
 class NotFound(TuneloopError):

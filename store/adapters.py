@@ -31,12 +31,18 @@ def next_version_name(*, session: Session) -> str:
 
 
 def register_version(
-    *, session: Session, version: str, path: str, run_id: int | None, metrics: dict[str, Any] | None = None
+    *,
+    session: Session,
+    version: str,
+    path: str,
+    run_id: int | None,
+    metrics: dict[str, Any] | None = None,
+    commit: bool = True,
 ) -> AdapterVersion:
+    """A new `ready` version; with `commit=False` the caller commits it (e.g. with the import's audit event)."""
     adapter = AdapterVersion(version=version, path=path, run_id=run_id, metrics=metrics or {})
     session.add(adapter)
-    session.commit()
-    session.refresh(adapter)
+    _save(session, adapter, commit=commit)
     return adapter
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -18,8 +18,10 @@ from rich.table import Table
 # Protocol modules hold only pydantic types: the CLI reads the very types the routes return.
 from serving.api.admin.protocol import (
     AdaptersResponse,
+    AdapterVersionPublic,
     AuditPage,
     DatasetResponse,
+    ImportAdapterRequest,
     PromoteRequest,
     RollbackRequest,
     RunPage,
@@ -62,6 +64,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(token_app, name="token")
 app.add_typer(memory_app, name="memory")
+adapters_app = typer.Typer(help="Adapter versions (admins only).")
+app.add_typer(adapters_app, name="adapters")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -576,9 +580,11 @@ def status(token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = F
     )
 
 
-@app.command()
-def adapters(token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+@adapters_app.callback(invoke_without_command=True)
+def adapters(ctx: typer.Context, token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
     """Adapter versions, with their metrics and which one is active (admins only)."""
+    if ctx.invoked_subcommand is not None:
+        return
     data = _call(url, "GET", "/admin/adapters", token=token, as_json=as_json, response=AdaptersResponse)
     if as_json:
         print(data.model_dump_json())
@@ -592,13 +598,48 @@ def adapters(token: TokenOpt = "", url: UrlOpt = DEFAULT_URL, as_json: JsonOpt =
         table.add_row(
             f"[bold green]{v.version} ●[/]" if v.active else v.version,
             v.status,
-            str(v.run_id or "-"),
+            str(v.run_id or ("imported" if "import" in v.metrics else "-")),
             f"{loss:.3f}" if loss is not None else "-",
             str(counts.get("sft_rows", "-")),
             _scores(gate) if "candidate" in gate else "-",
             v.created_at.isoformat()[:19],
         )
     console.print(table)
+
+
+@adapters_app.command("import")
+def adapters_import(
+    path: Annotated[Path, typer.Argument(help="A PEFT LoRA folder (adapter_config.json, adapter_model.safetensors).")],
+    name: Annotated[str | None, typer.Option("--name", help="The version's name. Default: the next vNNNN.")] = None,
+    token: TokenOpt = "",
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register an adapter trained elsewhere as a new version, ready but not active (admins only; audited).
+
+    The service reads PATH on its own host and copies it; serve it then with `tuneloop promote VERSION`.
+    """
+    try:
+        # Absolute: the service resolves nothing against the directory this command runs in.
+        body = ImportAdapterRequest(path=str(path.expanduser().absolute()), version=name)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        _fail(
+            as_json,
+            "invalid_request",
+            f"{'--name' if problem['loc'][0] == 'version' else 'PATH'}: {problem['msg']}",
+            "Version names are letters, digits, '.', '_' and '-', at most 32; leave --name out for the next vNNNN.",
+        )
+    version = _call(
+        url, "POST", "/admin/adapters/import", token=token, as_json=as_json, response=AdapterVersionPublic, body=body
+    )
+    sha256 = (version.metrics.get("import") or {}).get("sha256", "")
+    _emit(
+        as_json,
+        version,
+        f"imported {body.path} as {version.version} ({version.status}; sha256 {sha256[:12]})\n"
+        f"serve it with `tuneloop promote {version.version}`",
+    )
 
 
 @app.command()

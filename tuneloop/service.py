@@ -14,6 +14,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.admin_channel import SlackAdminChannel
 from bot.app import attach_slack, build_slack_app, start_socket_mode
 from serving.access import AccessPolicy, is_loopback
+from serving.adapter_import import AdapterImporter
 from serving.admin import AdminService
 from serving.answers import AnswerService, AnswerSettings
 from serving.api.deps import Services
@@ -29,7 +30,7 @@ from serving.notify import AdminEvents
 from serving.registry import AdapterRegistry
 from store.db import make_engine, migrate
 from tuneloop.base_model import BaseModelError, check_model_folder
-from tuneloop.cycle import TuningCycle
+from tuneloop.cycle import CYCLE_LOCK, LOCK_TTL_S, TuningCycle
 from tuneloop.scheduler import build_scheduler
 from tuneloop.settings import Settings
 
@@ -140,7 +141,21 @@ def build_service(settings: Settings) -> Service:
         feedback=FeedbackService(engine=engine, access=access, memory=memory, metrics=metrics),
         memory=memory,
         metrics=metrics,
-        admin=AdminService(engine=engine, registry=registry, access=access, launcher=cycle, events=events),
+        admin=AdminService(
+            engine=engine,
+            registry=registry,
+            access=access,
+            launcher=cycle,
+            events=events,
+            importer=AdapterImporter(
+                engine=engine,
+                adapters_dir=settings.adapters_dir,
+                base_model_dir=settings.base_model_dir,
+                max_rank=settings.serving.max_lora_rank,
+                cycle_lock=CYCLE_LOCK,
+                lock_ttl_s=LOCK_TTL_S,
+            ),
+        ),
         access=access,
         authenticator=Authenticator(engine=engine, access=access),
         export_datasets=cycle.export,

@@ -39,6 +39,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, Role]] = [
     ("GET", "/admin/status", None, Role.employee),
     ("POST", "/admin/promote", {"version": "base"}, Role.admin),
     ("POST", "/admin/rollback", {}, Role.admin),
+    ("POST", "/admin/adapters/import", {"path": "/nowhere"}, Role.admin),
     ("GET", "/admin/audit", None, Role.admin),
     ("GET", "/admin/dataset", None, Role.admin),
     ("GET", "/metrics", None, Role.admin),

@@ -19,6 +19,15 @@ class RollbackRequest(Strict):
     version: VersionName | None = Field(default=None, description="Default: the version that served before.")
 
 
+class ImportAdapterRequest(Strict):
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Absolute path of a PEFT LoRA folder on the service's host; it is copied, then checked.",
+    )
+    version: VersionName | None = Field(default=None, description="Default: the next vNNNN.")
+
+
 class SwapResponse(BaseModel):
     active: str
     swap_ms: float | None

@@ -1,4 +1,4 @@
-"""Admin HTTP API: retrain, runs, adapters, promote, roll back, audit, dataset export. Admins only."""
+"""Admin HTTP API: retrain, runs, adapters and their import, promote, roll back, audit, dataset export. Admins only."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query
 
 from serving.access import Principal, Role
+from serving.admin import IMPORT_ACTION
 from serving.api.admin.protocol import (
     AdaptersResponse,
+    AdapterVersionPublic,
     AuditEventPublic,
     AuditPage,
     DatasetResponse,
+    ImportAdapterRequest,
     PromoteRequest,
     RollbackRequest,
     RunPage,
@@ -42,6 +45,7 @@ def admin_only(action: str) -> list[Any]:
 Retrainer = Annotated[Principal, Depends(requires(Role.admin, action="retrain"))]
 Promoter = Annotated[Principal, Depends(requires(Role.admin, action="promote"))]
 RollbackAdmin = Annotated[Principal, Depends(requires(Role.admin, action="rollback"))]
+Importer = Annotated[Principal, Depends(requires(Role.admin, action=IMPORT_ACTION))]
 
 
 @router.post("/train", status_code=202)
@@ -82,6 +86,16 @@ async def get_run(
 async def adapters(services: ServicesDep) -> AdaptersResponse:
     versions = await asyncio.to_thread(services.admin.versions)
     return AdaptersResponse(active=services.registry.active.version, versions=versions)
+
+
+@router.post("/adapters/import", status_code=201)
+async def import_adapter(
+    body: ImportAdapterRequest, principal: Importer, services: ServicesDep
+) -> AdapterVersionPublic:
+    """Register a LoRA folder trained elsewhere, read from the service's own host, as a new version (not active)."""
+    return await services.admin.import_adapter(
+        path=body.path, version=body.version, user_id=principal.user_id, source=SOURCE
+    )
 
 
 @router.get("/status")
