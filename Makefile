@@ -40,7 +40,7 @@ bench: model
 bench-acks: install  ## Slack ack latency, the service beside a plain Bolt app (no vLLM, about a minute)
 	$(BIN)/python -m bench.acks
 
-bench-memory: model  ## the memory of reviewed answers: calibration, lookup latency, recall (about 10 minutes)
+bench-memory: model  ## the memory of reviewed answers: calibration, lookup latency, recall (about 15 minutes)
 	$(BIN)/python -m bench.memory
 
 bench-strategies: model  ## from-base vs continued training (about 30 minutes on 2 cores)

@@ -14,7 +14,7 @@
 
 With `--cycle`, one tuning cycle follows on those corrections, and the paraphrases absent from its training files
 are asked again, with the memory and with the adapter alone (recall, and answers that carry another question's
-fact). Not a test: it asserts nothing. About 10 minutes on 2 cores, 30 with `--cycle`.
+fact). Not a test: it asserts nothing. About 15 minutes on 2 cores, 45 with `--cycle`.
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8701)
     parser.add_argument("--vllm-port", type=int, default=8702)
     parser.add_argument("--no-vllm", action="store_true", help="only the calibration and the lookup latency")
-    parser.add_argument("--cycle", action="store_true", help="also one tuning cycle (about 20 more minutes)")
+    parser.add_argument("--cycle", action="store_true", help="also one tuning cycle (about 30 more minutes)")
     args = parser.parse_args()
     results: dict[str, Any] = {"calibration": calibrate()}
     queries = [p for fact in FACTS for p in fact.paraphrases]
