@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,10 @@ from store.pages import Page
 from training.embedder import DIMENSIONS, embed
 
 log = logging.getLogger(__name__)
+
+# A change is committed at most this long after it was stamped (an approval's transaction takes milliseconds).
+LATE_COMMIT_WINDOW = timedelta(seconds=30)
+LATE_COMMIT_RECHECK_S = 1.0
 
 
 class MemorySettings(BaseModel):
@@ -107,6 +112,8 @@ class MemoryIndex:
         self._stamp: datetime | None = None
         self._loaded = False
         self._entries: dict[int, _EntryFacts] = {}
+        self._versions: dict[int, datetime] = {}  # entry id -> the updated_at loaded
+        self._rechecked_at = 0.0
         self._entry_ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._texts: list[str] = []
         self._matrix: npt.NDArray[np.float32] = np.zeros((0, DIMENSIONS), dtype=np.float32)
@@ -115,24 +122,36 @@ class MemoryIndex:
         with session_scope(self._engine) as session:
             stamp = memory_repo.latest_change(session=session)
             with self._lock:
-                if self._loaded and stamp == self._stamp:
+                recheck_due = time.monotonic() - self._rechecked_at >= LATE_COMMIT_RECHECK_S
+                if self._loaded and stamp == self._stamp and not recheck_due:
                     return
-                entries, wordings = memory_repo.changed_since(session=session, stamp=self._stamp)
+                # Two writers can commit out of stamp order: look back over a window, every second at least,
+                # so that a change committed after a newer one is not skipped.
+                since = self._stamp - LATE_COMMIT_WINDOW if self._loaded and self._stamp is not None else None
+                entries, wordings = memory_repo.changed_since(session=session, stamp=since)
                 self._apply(entries, wordings, stamp)
+                self._rechecked_at = time.monotonic()
 
     def _apply(
         self, entries: list[MemoryEntry], wordings: list[memory_repo.StoredWording], stamp: datetime | None
     ) -> None:
+        # Rows of the look-back window that are already loaded as they are change nothing.
+        entries = [e for e in entries if e.id is not None and self._versions.get(e.id) != e.updated_at]
+        if self._loaded and not entries:
+            self._stamp = stamp
+            return
         changed = np.array([entry.id for entry in entries], dtype=np.int64)
         keep = ~np.isin(self._entry_ids, changed)
         for entry in entries:
             assert entry.id is not None
+            self._versions[entry.id] = entry.updated_at
             self._entries.pop(entry.id, None)
             if entry.status == MemoryStatus.active:
                 self._entries[entry.id] = _EntryFacts(
                     answer=entry.answer, approved_by=entry.approved_by, approved_at=entry.approved_at
                 )
-        added = [w for w in wordings if w.entry_id in self._entries]
+        changed_ids = {entry.id for entry in entries}
+        added = [w for w in wordings if w.entry_id in changed_ids and w.entry_id in self._entries]
         vectors = (
             np.frombuffer(b"".join(w.embedding for w in added), dtype=np.float32).reshape(len(added), DIMENSIONS)
             if added

@@ -6,6 +6,7 @@ Two `ReviewedMemory` objects with their own engines share nothing but the databa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
@@ -17,7 +18,8 @@ from serving.memory import MemorySettings, ReviewedMemory
 from store import memory as memory_repo
 from store.db import make_engine, session_scope
 from store.interactions import create_interaction
-from store.models import MemoryEntry, MemoryMode, MemoryStatus
+from store.models import MemoryEntry, MemoryMode, MemoryStatus, MemoryWording, utcnow
+from training.embedder import embed
 
 REVIEWER = "U_RITA"
 EMPLOYEE = "U_EVE"
@@ -129,3 +131,32 @@ def test_memory_off_serves_nothing(engine, feedback):
     feedback.correct(interaction_id=_asked(engine), user_id=REVIEWER, text=ANSWER)
     off = ReviewedMemory(engine=engine, settings=MemorySettings(enabled=False))
     assert off.recall(QUESTION).hits == []
+
+
+def test_a_change_committed_after_a_newer_one_is_not_skipped(engine, memory, monkeypatch):
+    """Two writers can commit out of stamp order; the index looks back over a window, so the older stamp counts."""
+    import serving.memory as memory_module
+
+    monkeypatch.setattr(memory_module, "LATE_COMMIT_RECHECK_S", 0.0)  # look back on every lookup, not every second
+    vector = embed([QUESTION])[0].tobytes()
+    now = utcnow()
+
+    def stored(answer: str, wording: str, stamp: datetime) -> None:
+        with session_scope(engine) as session:
+            entry = MemoryEntry(
+                answer=answer, approved_by=REVIEWER, approved_at=stamp, created_at=stamp, updated_at=stamp
+            )
+            session.add(entry)
+            session.flush()
+            assert entry.id is not None
+            vectors = vector if wording == QUESTION else embed([wording])[0].tobytes()
+            session.add(MemoryWording(entry_id=entry.id, text=wording, embedding=vectors))
+            session.commit()
+
+    stored("Newer, committed first.", "What is the guest Wi-Fi called?", now)
+    assert memory.recall(QUESTION).hits == []  # loaded up to the newer stamp
+    stored(ANSWER, QUESTION, now - timedelta(seconds=2))  # stamped earlier, committed later
+
+    best = memory.recall(QUESTION).best
+    assert best is not None and best.answer == ANSWER
+    assert memory._index.size == 2  # each wording once: the look-back reloads nothing twice
