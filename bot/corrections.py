@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import views
 from bot.deps import BotDeps
-from bot.memory import entry_a_correction_replaces, matched_entry
+from bot.memory import matched_entry
 from store import interactions as interaction_repo
 from store.db import session_scope
 from store.models import Interaction
@@ -50,9 +50,7 @@ async def correction_outlook(deps: BotDeps, interaction: Interaction) -> views.C
         return outlook
     try:
         replaces = await asyncio.wait_for(
-            asyncio.to_thread(
-                entry_a_correction_replaces, engine=deps.services.engine, memory=memory, interaction=interaction
-            ),
+            asyncio.to_thread(memory.entry_a_correction_replaces, interaction),
             timeout=OUTLOOK_TIMEOUT_S,
         )
     except Exception as error:  # the modal matters more than the forecast: open it without one

@@ -55,21 +55,6 @@ def matched_entry(*, engine: Engine, interaction: Interaction) -> views.Correcti
     )
 
 
-def entry_a_correction_replaces(*, engine: Engine, memory: ReviewedMemory, interaction: Interaction) -> int | None:
-    """The entry an approved correction of `interaction` would replace; None when it would become a new entry.
-
-    The same choice ReviewedMemory.remember makes: the entry an earlier correction of this very interaction made,
-    else the entry with a wording at least `group_threshold` similar to the question (the same question group).
-    """
-    assert interaction.id is not None
-    with session_scope(engine) as session:
-        own = memory_repo.entry_of_interaction(session=session, interaction_id=interaction.id)
-    if own is not None:
-        return own.id
-    same = memory.search(interaction.question, limit=1, floor=memory.settings.group_threshold)
-    return same[0].entry_id if same else None
-
-
 # --- App Home ------------------------------------------------------------------------------------
 def newest_entries(*, engine: Engine, limit: int = HOME_ENTRIES) -> list[views.ReviewedEntry]:
     """The newest active entries, each with its first wording."""

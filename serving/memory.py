@@ -244,6 +244,26 @@ class ReviewedMemory:
         self._index.refresh()
         return self._index.nearest(embed([text])[0], limit=limit, floor=floor)
 
+    def entry_a_correction_replaces(self, interaction: Interaction) -> int | None:
+        """The entry an approved correction of `interaction` would replace; None: it would become a new entry."""
+        with session_scope(self._engine) as session:
+            entry = self._same_question(session, interaction=interaction, vector=embed([interaction.question])[0])
+        return entry.id if entry is not None else None
+
+    def _same_question(
+        self, session: Session, *, interaction: Interaction, vector: npt.NDArray[np.float32]
+    ) -> MemoryEntry | None:
+        # The entry an earlier correction of this very interaction made, else the one with a wording at least
+        # `group_threshold` similar to the question (the same question group).
+        assert interaction.id is not None
+        entry = memory_repo.entry_of_interaction(session=session, interaction_id=interaction.id)
+        if entry is None:
+            self._index.refresh()
+            same = self._index.nearest(vector, limit=1, floor=self._settings.group_threshold)
+            if same:
+                entry = memory_repo.get_entry(session=session, entry_id=same[0].entry_id)
+        return entry
+
     def remember(self, *, session: Session, correction: Correction, interaction: Interaction) -> MemoryEntry:
         """Make an approved correction an entry, in the caller's transaction (committed with the approval).
 
@@ -252,11 +272,7 @@ class ReviewedMemory:
         """
         assert correction.reviewer_id is not None
         vector = embed([interaction.question])[0]
-        entry = memory_repo.entry_of_interaction(session=session, interaction_id=correction.interaction_id)
-        if entry is None:
-            same_question = self.search(interaction.question, limit=1, floor=self._settings.group_threshold)
-            if same_question:
-                entry = memory_repo.get_entry(session=session, entry_id=same_question[0].entry_id)
+        entry = self._same_question(session, interaction=interaction, vector=vector)
         approval = memory_repo.Approval(
             answer=correction.text,
             approved_by=correction.reviewer_id,
