@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -106,6 +106,17 @@ class Correction(SQLModel, table=True):
 
 
 class AdapterVersion(SQLModel, table=True):
+    # The database, not each process, is the truth about what serves: at most one row is active.
+    __table_args__ = (
+        Index(
+            "uq_adapterversion_one_active",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     version: str = Field(unique=True, max_length=32)  # "base", "v0001", ...
     path: str | None = Field(default=None, sa_column=Column(Text))  # None for the base model

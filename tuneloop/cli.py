@@ -187,7 +187,7 @@ def serve() -> None:
 
     configure_logging()
     settings = Settings()
-    if settings.serving.vllm_url is None:  # an external vLLM has its own copy of the model
+    if not settings.external_vllm:  # an external vLLM has its own copy of the model
         try:
             check_model_folder(settings.base_model_dir, custom=settings.serving.base_model is not None)
         except BaseModelError as error:

@@ -28,6 +28,7 @@ from serving.memory import ReviewedMemory
 from serving.metrics import ServiceMetrics, StoredState
 from serving.notify import AdminEvents
 from serving.registry import AdapterRegistry
+from serving.replicas import ActiveVersionWatcher, FollowSettings
 from store.db import make_engine, migrate
 from tuneloop.base_model import BaseModelError, check_model_folder
 from tuneloop.cycle import CYCLE_LOCK, LOCK_TTL_S, TuningCycle
@@ -97,7 +98,7 @@ def access_policy(settings: Settings) -> AccessPolicy:
 def build_service(settings: Settings) -> Service:
     migrate(settings.store_url)
     engine = make_engine(settings.store_url)
-    client = InferenceClient(settings.vllm_base_url, timeout_s=settings.serving.request_timeout_s)
+    client = InferenceClient(settings.vllm_base_urls, timeout_s=settings.serving.request_timeout_s)
     registry = AdapterRegistry(
         client=client,
         engine=engine,
@@ -132,7 +133,7 @@ def build_service(settings: Settings) -> Service:
             max_completion_choices=settings.serving.max_completion_choices,
         ),
     )
-    vllm = None if settings.serving.vllm_url else VLLMProcess(engine_config(settings))
+    vllm = None if settings.external_vllm else VLLMProcess(engine_config(settings))
     services = Services(
         engine=engine,
         client=client,
@@ -175,6 +176,13 @@ def build_service(settings: Settings) -> Service:
         StoredState(engine=engine, active_version=lambda: registry.active.version, engine_up=services.ready.is_set)
     )
 
+    watcher = ActiveVersionWatcher(
+        registry=registry,
+        engine=engine,
+        ready=services.ready,
+        settings=FollowSettings(poll_interval_s=settings.serving.replica_poll_interval_s),
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if access.mode == "open":
@@ -186,6 +194,8 @@ def build_service(settings: Settings) -> Service:
         if settings.training.nightly_enabled:
             scheduler.start()
         keeper = asyncio.create_task(_keep_engine(services, vllm, settings))
+        # Promotions and rollbacks made by any process on this database reach this one's registry.
+        follower = asyncio.create_task(watcher.run())
         # The embedder's weights and the memory's index load now, not on the first question after a start.
         warming = asyncio.create_task(_warm_memory(services.memory))
         socket_mode = None
@@ -200,9 +210,10 @@ def build_service(settings: Settings) -> Service:
         finally:
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in (follower, keeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await warming
             if scheduler.running:
                 scheduler.shutdown(wait=False)

@@ -28,6 +28,18 @@ class ServingSettings(BaseModel):
     vllm_url: str | None = Field(
         default=None, description="Use an already running vLLM server instead of starting one."
     )
+    vllm_urls: list[str] = Field(
+        default_factory=list,
+        description="Several running vLLM servers (replicas): requests go to each in turn; a version is loaded "
+        "and confirmed on every one before traffic moves to it. Overrides vllm_url.",
+    )
+    replica_poll_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="How often a process checks the store's active version (SQLite). PostgreSQL is notified "
+        "at once and only polls every few seconds as a safety net.",
+    )
     base_model: Path | None = Field(
         default=None, description="Any local Hugging Face model folder. Unset: the bundled SmolLM2-135M."
     )
@@ -176,3 +188,13 @@ class Settings(BaseSettings):
     @property
     def vllm_base_url(self) -> str:
         return self.serving.vllm_url or f"http://{self.serving.vllm_host}:{self.serving.vllm_port}"
+
+    @property
+    def vllm_base_urls(self) -> list[str]:
+        """Every vLLM server this service sends requests to (one unless `serving.vllm_urls` lists several)."""
+        return list(self.serving.vllm_urls) or [self.vllm_base_url]
+
+    @property
+    def external_vllm(self) -> bool:
+        """True when vLLM runs elsewhere: the service starts no vLLM of its own."""
+        return bool(self.serving.vllm_url or self.serving.vllm_urls)
