@@ -116,6 +116,12 @@ class AdapterRegistry:
         row = await asyncio.to_thread(self._version_row, version)
         if row is None:
             raise NotFound(f"adapter version {version} does not exist", hint="List versions with `tuneloop adapters`.")
+        if row.pruned_at is not None:
+            raise Conflict(
+                f"adapter version {version} was pruned by retention on {row.pruned_at:%Y-%m-%d}: its files are gone",
+                hint="Promote another version (`tuneloop adapters`); pin versions you may want back "
+                "with `tuneloop retention pin VERSION`.",
+            )
         if not row.path:
             raise Conflict(f"adapter version {version} has no files")
         return await self._load(version, row.path)

@@ -111,6 +111,35 @@ class TrainingSettings(BaseModel):
         return [d.strip().lstrip("@").rstrip(".").lower() for d in domains if d.strip().lstrip("@").rstrip(".")]
 
 
+class RetentionSettings(BaseModel):
+    """What `tuneloop retention run` (and the nightly job after its cycle) removes under the data dir.
+
+    Never removed: the active version, the previous one (instant rollback), pinned versions, and the run
+    folders of the versions that stay. Anything else goes only when it is past *both* its age and its count.
+    """
+
+    nightly: bool = Field(default=True, description="Prune after every nightly job (after its cycle, if one ran).")
+    keep_days: int = Field(default=30, ge=0, description="Nothing younger than this many days is pruned.")
+    keep_runs: int = Field(
+        default=20, ge=0, description="The newest run folders (var/runs/run-NNNN) kept whatever their age."
+    )
+    keep_rejected: int = Field(
+        default=5, ge=0, description="The newest adapters the gate rejected, kept whatever their age."
+    )
+    keep_superseded: int = Field(
+        default=5,
+        ge=0,
+        description="The newest other adapters (served once and replaced, or imported and never served) kept "
+        "whatever their age, beside the active, previous and pinned ones.",
+    )
+    keep_log_bytes: int = Field(
+        default=200_000_000,
+        ge=1_000_000,
+        description="The most the logs folder (vLLM's log) may hold: older logs go first, then the live log is "
+        "cut to its newest quarter.",
+    )
+
+
 class AccessSettings(BaseModel):
     reviewers: list[str] = Field(default_factory=list, description="User ids whose corrections need no review.")
     admins: list[str] = Field(default_factory=list, description="User ids allowed to retrain/promote/roll back.")
@@ -142,6 +171,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     # Slack's own variable names are accepted beside the TUNELOOP_SLACK__* ones.
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
@@ -168,6 +198,10 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
 
     @property
     def base_model_dir(self) -> Path:
