@@ -103,6 +103,18 @@ class TrainingSettings(BaseModel):
         "domain's are still redacted.",
     )
     seed: int = 1234
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="auto: CUDA with bfloat16 when torch sees a GPU (float32 where bfloat16 is unsupported), else "
+        "the CPU in float32; cpu or cuda force it (cuda fails the cycle, with the reason, when there is none).",
+    )
+    gpu_memory_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="The most of the GPU's memory the trainer may allocate; None: no cap. With vLLM on the same GPU, "
+        "at most 1 - its --gpu-memory-utilization (docs/deployment.md).",
+    )
 
     @field_validator("company_email_domains")
     @classmethod

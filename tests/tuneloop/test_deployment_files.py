@@ -148,6 +148,21 @@ def test_vllm_gets_the_gpu_and_what_the_app_expects_of_it() -> None:
     assert _gpu_device_ids(vllm) == _gpu_device_ids(app)
 
 
+def test_vllm_and_the_trainer_leave_each_other_room_on_the_gpu() -> None:
+    """By the defaults compose fills in: vLLM's share and the trainer's cap stay below the whole GPU."""
+    services = _services()
+
+    def default(text: str) -> float:
+        match = re.fullmatch(r"\$\{\w+:-([0-9.]+)\}", text)
+        return float(match.group(1) if match else text)
+
+    vllm_share = default(_command_flags(services[VLLM_SERVICE])["--gpu-memory-utilization"])
+    trainer_share = default(services[APP_SERVICE]["environment"]["TUNELOOP_TRAINING__GPU_MEMORY_FRACTION"])
+    assert services[APP_SERVICE]["environment"]["TUNELOOP_TRAINING__DEVICE"] == "auto"
+    assert vllm_share > 0 and trainer_share > 0
+    assert vllm_share + trainer_share <= 0.95, "leave a few percent for the two CUDA contexts"
+
+
 def test_vllm_reads_the_adapters_at_the_path_the_app_writes_them() -> None:
     services = _services()
     app_env = services[APP_SERVICE]["environment"]
