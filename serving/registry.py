@@ -186,6 +186,13 @@ class AdapterRegistry:
     async def _load_row(self, row: AdapterVersion) -> ServedAdapter:
         if row.version in self._loaded:
             return self._loaded[row.version]
+        if row.pruned_at is not None:
+            raise Conflict(
+                f"adapter version {row.version} was pruned by retention on {row.pruned_at:%Y-%m-%d}: "
+                "its files are gone",
+                hint="Promote another version (`tuneloop adapters`); pin versions you may want back "
+                "with `tuneloop retention pin VERSION`.",
+            )
         if not row.path:
             raise Conflict(f"adapter version {row.version} has no files")
         return await self._load(row.version, row.path)

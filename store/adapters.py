@@ -135,6 +135,28 @@ def set_version_status(*, session: Session, version: str, status: str, commit: b
     return adapter
 
 
+def set_pinned(*, session: Session, version: str, pinned: bool, commit: bool = True) -> AdapterVersion:
+    """Pin (retention keeps it whatever its age) or unpin a version; with `commit=False` the caller commits."""
+    adapter = get_version(session=session, version=version)
+    if adapter is None:
+        raise LookupError(f"adapter version {version} does not exist")
+    adapter.pinned = pinned
+    session.add(adapter)
+    _save(session, adapter, commit=commit)
+    return adapter
+
+
+def mark_pruned(*, session: Session, version: str) -> AdapterVersion:
+    """Record that retention removed the version's files; flushed only, the caller commits with its audit event."""
+    adapter = get_version(session=session, version=version)
+    if adapter is None:
+        raise LookupError(f"adapter version {version} does not exist")
+    adapter.pruned_at = utcnow()
+    session.add(adapter)
+    _save(session, adapter, commit=False)
+    return adapter
+
+
 def update_version_metrics(*, session: Session, version: str, metrics: dict[str, Any]) -> AdapterVersion:
     """Merge `metrics` into the version's metrics (e.g. the gate's scores after evaluation)."""
     adapter = get_version(session=session, version=version)

@@ -125,6 +125,10 @@ class AdapterVersion(SQLModel, table=True):
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     promoted_at: datetime | None = None
+    # Kept by retention whatever its age (set by an admin); the active and previous versions are kept anyway.
+    pinned: bool = Field(default=False)
+    # When retention removed its files; the row stays for the history (answers and audit events name it).
+    pruned_at: datetime | None = None
 
 
 class TrainingRun(SQLModel, table=True):

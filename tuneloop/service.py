@@ -32,6 +32,7 @@ from serving.replicas import ActiveVersionWatcher, FollowSettings
 from store.db import make_engine, migrate
 from tuneloop.base_model import BaseModelError, check_model_folder
 from tuneloop.cycle import CYCLE_LOCK, LOCK_TTL_S, TuningCycle
+from tuneloop.retention import prune_after_nightly
 from tuneloop.scheduler import build_scheduler
 from tuneloop.settings import Settings
 
@@ -77,7 +78,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_lora_rank=s.max_lora_rank,
         max_loras=s.max_loras,
         cpu_kv_cache_gib=s.cpu_kv_cache_gib,
-        log_path=settings.data_dir / "logs" / "vllm.log",
+        log_path=settings.logs_dir / "vllm.log",
         extra_args=s.extra_vllm_args,
     )
 
@@ -190,7 +191,11 @@ def build_service(settings: Settings) -> Service:
         elif access.mode == "no admins":
             log.warning("access.no_admins: admin actions are refused until TUNELOOP_ACCESS__ADMINS names someone")
         cycle.fail_interrupted_runs()
-        scheduler = build_scheduler(cycle=cycle, crontab=settings.training.nightly_cron)
+        scheduler = build_scheduler(
+            cycle=cycle,
+            crontab=settings.training.nightly_cron,
+            after_cycle=lambda: asyncio.to_thread(prune_after_nightly, settings=settings, engine=engine),
+        )
         if settings.training.nightly_enabled:
             scheduler.start()
         keeper = asyncio.create_task(_keep_engine(services, vllm, settings))
