@@ -163,6 +163,16 @@ class InferenceClient:
         for member in self._members:
             await _request(member, "POST", "/v1/unload_lora_adapter", json={"lora_name": name})
 
+    async def reload_weights(self, *, path: str, timeout_s: float = 600.0) -> None:
+        """Replace the weights of every server in place with the model folder at `path` (vLLM's dev-mode RPC).
+
+        The prefix cache holds keys and values computed with the old weights: it is emptied right after.
+        """
+        body = {"method": "reload_weights", "kwargs": {"weights_path": path}, "timeout": timeout_s}
+        for member in self._members:
+            await _request(member, "POST", "/collective_rpc", json=body)
+            await _request(member, "POST", "/reset_prefix_cache")
+
     async def _request(self, method: str, path: str, *, json: Any | None = None) -> Any:
         return await _request(self._http, method, path, json=json)
 

@@ -17,16 +17,18 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from serving.client import InferenceClient
 from serving.errors import Conflict, EngineRejected, NotFound
+from serving.merged import MergedEngine
 from store import adapters as adapter_repo
 from store import audit as audit_repo
 from store.audit import AuditEntry
@@ -40,11 +42,23 @@ log = logging.getLogger(__name__)
 class ServedAdapter:
     version: str  # "base" or "v0001"
     model: str  # the name vLLM knows it by
+    # The engine to send it to when not the registry's own client: the merged engine, for the active version.
+    endpoint: InferenceClient | None = field(default=None, compare=False)
 
 
 class AdapterRegistry:
-    def __init__(self, *, client: InferenceClient, engine: Engine, base_model_name: str, prefix: str = "tuneloop-"):
+    def __init__(
+        self,
+        *,
+        client: InferenceClient,
+        engine: Engine,
+        base_model_name: str,
+        prefix: str = "tuneloop-",
+        merged: MergedEngine | None = None,
+    ):
         self._client = client
+        self._merged = merged
+        self._paths: dict[str, str] = {}  # adapter folders of loaded versions, for the merged engine
         self._engine = engine
         self._base = ServedAdapter(BASE_VERSION, base_model_name)
         self._prefix = prefix
@@ -78,18 +92,46 @@ class AdapterRegistry:
     def served_name(self, version: str) -> str:
         return self._base.model if version == BASE_VERSION else f"{self._prefix}{version}"
 
+    @property
+    def merged(self) -> MergedEngine | None:
+        return self._merged
+
     def pin(self, version: str | None = None) -> ServedAdapter:
-        """Take a version for one request, so that it is not unloaded while the request runs."""
+        """Take a version for one request, so that it is not unloaded while the request runs.
+
+        The active version goes to the merged engine when its weights hold that version, else through LoRA.
+        """
         adapter = self._active if version is None else self._loaded.get(version)
         if adapter is None:
             raise NotFound(f"adapter version {version} is not loaded")
         self._in_flight[adapter.version] += 1
+        merged = self._merged
+        if merged is not None and adapter.version == self._active.version == merged.serving_version:
+            merged.enter()
+            return replace(adapter, model=merged.model_name, endpoint=merged.client)
         return adapter
 
     async def unpin(self, adapter: ServedAdapter) -> None:
         self._in_flight[adapter.version] -= 1
+        if adapter.endpoint is not None and self._merged is not None:
+            await self._merged.leave()
         async with self._drained:
             self._drained.notify_all()
+
+    def sync_merged(self) -> None:
+        """Bring the merged engine's weights to the active version, in the background (it serves meanwhile)."""
+        if self._merged is not None:
+            self._track(self._follow_with_merged())
+
+    async def _follow_with_merged(self) -> None:
+        assert self._merged is not None
+        while True:
+            version = self._active.version
+            path = None if version == BASE_VERSION else self._paths.get(version)
+            if version != BASE_VERSION and path is None:
+                return  # not loaded here (yet): the next swap brings it
+            if not await self._merged.serve(version, path) or self._active.version == version:
+                return
 
     @asynccontextmanager
     async def use(self, version: str | None = None) -> AsyncIterator[ServedAdapter]:
@@ -126,6 +168,7 @@ class AdapterRegistry:
         self._previous = self._loaded.get(previous.version) if previous is not None else None
         self._stamp = stamp
         log.info("registry.restored active=%s loaded=%s", self._active.version, self.loaded_versions)
+        self.sync_merged()
         return self._active
 
     async def follow_store(self, *, retry_after_s: float = 10.0) -> bool:
@@ -172,6 +215,8 @@ class AdapterRegistry:
                          self.last_swap_ms)  # fmt: skip
             keep = {BASE_VERSION, adapter.version} | ({previous.version} if previous is not None else set())
         self._start_housekeeping(keep)
+        if switched:
+            self.sync_merged()
         return switched
 
     async def load(self, version: str) -> ServedAdapter:
@@ -224,10 +269,14 @@ class AdapterRegistry:
             )
             keep = {BASE_VERSION, adapter.version, previous.version}
         self._start_housekeeping(keep)
+        self.sync_merged()
         return adapter
 
     def _start_housekeeping(self, keep: set[str]) -> None:
-        task = asyncio.create_task(self._unload_all_but(keep))
+        self._track(self._unload_all_but(keep))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._housekeeping.add(task)
         task.add_done_callback(self._housekeeping.discard)
 
@@ -310,6 +359,7 @@ class AdapterRegistry:
         resolved = str(Path(path).resolve())
         await self._client.ensure_adapter(name=adapter.model, path=resolved)
         self._loaded[version] = adapter
+        self._paths[version] = resolved
         return adapter
 
     async def _unload_all_but(self, keep: set[str]) -> None:

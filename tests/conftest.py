@@ -74,6 +74,37 @@ def vllm_url(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def merged_vllm_url(base_model_dir: Path, vllm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second real vLLM server as tuneloop starts it for the merged active version: no LoRA, in-place reloads.
+
+    Started after `vllm_url` is healthy, so that the two never compile at the same time on two cores.
+    """
+    process = VLLMProcess(
+        EngineConfig(
+            model_dir=base_model_dir,
+            served_model_name="tuneloop-base",
+            host="127.0.0.1",
+            port=free_port(),
+            dtype="float32",
+            max_model_len=2048,
+            max_lora_rank=16,
+            max_loras=3,
+            cpu_kv_cache_gib=1,
+            log_path=tmp_path_factory.mktemp("vllm-merged") / "vllm.log",
+            lora=False,
+        )
+    )
+    process.start()
+    try:
+        asyncio.run(process.wait_healthy(timeout_s=600))
+    except Exception:
+        process.stop()
+        raise
+    yield process.config.base_url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
 def adapter_dirs(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three real LoRA adapters of the base model (random B weights, so each answers differently)."""
     import torch

@@ -219,6 +219,10 @@ def serve() -> None:
         f"  vLLM:       {settings.vllm_base_url}"
         + (f"  (log: {settings.logs_dir / 'vllm.log'})" if service.vllm else "  (external)")
     )
+    if service.services.registry.merged is not None:
+        console.print(
+            f"  merged:     {service.services.registry.merged.client.base_url}  (the active version at base speed)"
+        )
     console.print(f"  nightly:    {service.services.info['nightly']}")
     console.print(f"  Slack:      {service.services.info['slack']} ({service.services.info['slack_mode']})")
     # log_config=None: uvicorn's loggers go through our logfmt handler instead of handlers of its own.

@@ -33,6 +33,17 @@ class ServingSettings(BaseModel):
         description="Several running vLLM servers (replicas): requests go to each in turn; a version is loaded "
         "and confirmed on every one before traffic moves to it. Overrides vllm_url.",
     )
+    merged_active: bool = Field(
+        default=True,
+        description="Serve the active version merged into the weights of a second vLLM engine without LoRA "
+        "(the base model's speed); candidates, the gate and rollbacks stay on the LoRA engine.",
+    )
+    merged_vllm_port: int = 8101
+    merged_vllm_url: str | None = Field(
+        default=None,
+        description="An already running vLLM without --enable-lora and with VLLM_SERVER_DEV_MODE=1, for the "
+        "merged active version. With an external vllm_url and no merged_vllm_url, no merged engine runs.",
+    )
     replica_poll_interval_s: float = Field(
         default=0.5,
         gt=0,
