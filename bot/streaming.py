@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 REFUSED_EVERYWHERE = frozenset({"unknown_method", "not_allowed", "not_allowed_token_type", "feature_not_enabled"})
 REFUSED_HERE = frozenset({"channel_type_not_supported", "method_not_supported_for_channel_type"})
 NO_TEXT = "(no text)"
+# Characters of the answer per streaming call: escaped (at most 5x), within Slack's 12,000 for markdown_text.
+MARKDOWN_CHARS = 2_000
 
 
 class StreamingSupport:
@@ -242,23 +244,25 @@ class StreamedReply:
             return
         if self._appends_refused or len(body) <= self._shown or not self._pacer.due():
             return
+        delta = body[self._shown : self._shown + MARKDOWN_CHARS]
         try:
             await self._partial_client.chat_appendStream(
-                channel=self._channel, ts=self._ts, markdown_text=views.escape(body[self._shown :])
+                channel=self._channel, ts=self._ts, markdown_text=views.escape(delta)
             )
         except SlackApiError as error:
             if not _partial_failed(error, pacer=self._pacer, channel=self._channel, method="chat.appendStream"):
                 self._appends_refused = True  # e.g. the stream expired: the final render replaces the message
         else:
-            self._shown = len(body)
+            self._shown += len(delta)
             self._pacer.sent()
 
     async def _start(self, body: str) -> None:
+        first = body[:MARKDOWN_CHARS]
         try:
             started = await self._partial_client.chat_startStream(
                 channel=self._channel,
                 thread_ts=self._thread_ts,
-                markdown_text=views.escape(body),
+                markdown_text=views.escape(first),
                 # Required outside DMs; harmless in them (Bolt's say_stream always passes both).
                 recipient_user_id=self._recipient_user_id,
                 recipient_team_id=self._recipient_team_id,
@@ -282,7 +286,7 @@ class StreamedReply:
             await self._fallback.open(body)
             return
         self._ts = str(started["ts"])
-        self._shown = len(body)
+        self._shown = len(first)
         self._pacer.sent()
 
     async def message_ts(self, text: str) -> str:
@@ -307,6 +311,12 @@ class StreamedReply:
                 memory_mode=answer.memory_mode,
             )
             try:
+                # A long rest (a reviewed answer given whole, or appends held back by 429s) goes in pieces.
+                while len(rest) > MARKDOWN_CHARS:
+                    piece, rest = rest[:MARKDOWN_CHARS], rest[MARKDOWN_CHARS:]
+                    await self._client.chat_appendStream(
+                        channel=self._channel, ts=ts, markdown_text=views.escape(piece)
+                    )
                 await self._client.chat_stopStream(
                     channel=self._channel, ts=ts, markdown_text=views.escape(rest) or None, blocks=tail
                 )

@@ -23,6 +23,8 @@ from tests.bot.conftest import CHANNEL, DM, EMPLOYEE, slack_settings
 from tests.bot.fake_model import FakeModel
 from tests.bot.slack_requests import SlackSender, app_mention, event_callback, message
 from tests.bot.slack_stub import TEAM_ID, Call, SlackStub
+from tests.bot.test_feedback import services_of
+from tests.bot.test_memory import QUESTION, reviewed_entry
 from tests.conftest import RunningService
 
 WORDS = ["Paris ", "is ", "the ", "capital ", "of ", "France", ", ", "on ", "the ", "Seine", " & ", "<its> ", "river."]
@@ -193,3 +195,21 @@ def test_the_first_words_of_a_real_answer_are_visible_within_one_and_a_half_seco
         if number:  # the first answer of a fresh service also loads the memory's index
             waits.append(start.at - sent)
     assert max(waits) < FIRST_WORDS_LIMIT_S, f"first words after {waits} s (median {statistics.median(waits):.2f})"
+
+
+def test_a_long_reviewed_answer_is_streamed_in_pieces_within_slacks_limit(
+    dead_slack_service: RunningService, slack: SlackSender, slack_stub: SlackStub
+) -> None:
+    """A reviewed answer is given whole, in one piece of text: it goes out in pieces under 12,000 characters."""
+    long_answer = " ".join(f"Step {n}: file the form & wait <5 days>." for n in range(1, 160))  # ~6,500 characters
+    reviewed_entry(services_of(dead_slack_service), slack_stub, question=QUESTION, answer=long_answer)
+
+    ts = ask(slack_stub, slack, text=QUESTION)
+    stop, answer = slack_stub.wait_for_answer(CHANNEL, ts)
+
+    start, *pieces, last = chat_calls(slack_stub, CHANNEL)
+    assert start.method == "chat.startStream" and start.args["thread_ts"] == ts and last is stop
+    assert pieces and {c.method for c in pieces} == {"chat.appendStream"}
+    calls = [start, *pieces, stop]
+    assert all(len(c.args.get("markdown_text") or "") <= 12_000 for c in calls)
+    assert answer.text == escape(long_answer) and has_buttons(stop.args)
