@@ -6,6 +6,8 @@ under uvicorn, each in a process of its own and both on that vLLM: one with `sla
 Both talk to the tests' local Slack stand-in in this process, which stamps every Web API call with the time it
 arrived (time.monotonic(), one clock for every process of the machine). Signed app_mention events go out one at a
 time, alternating between the two services so that both see the same machine, after two warm-up questions each.
+Answers are cut at `--answer-tokens` (64; the service's default is 200) to keep the run near five minutes: the
+first words do not depend on it, the final render does.
 
 For each mention, from the moment the signed event is sent:
 - first words: the first call that shows the model's text (chat.startStream; or the first chat.update with text,
@@ -55,7 +57,7 @@ QUESTIONS = [
 
 
 # --- a service, run as `python -m bench.first_words --serve KIND` ---------------------------------------------
-def serve(*, kind: str, port: int, api_url: str, vllm_url: str) -> None:
+def serve(*, kind: str, port: int, api_url: str, vllm_url: str, answer_tokens: int) -> None:
     import uvicorn
 
     from tuneloop.base_model import pull_default_model
@@ -72,7 +74,7 @@ def serve(*, kind: str, port: int, api_url: str, vllm_url: str) -> None:
             "signing_secret": SIGNING_SECRET,
             "streaming": kind == "stream",
         },
-        serving={"base_model": model_dir, "vllm_url": vllm_url, "port": port},
+        serving={"base_model": model_dir, "vllm_url": vllm_url, "port": port, "max_answer_tokens": answer_tokens},
         training={"nightly_enabled": False},
     )
     uvicorn.run(build_service(settings).app, host="127.0.0.1", port=port, log_level="warning")
@@ -103,10 +105,10 @@ def running_vllm() -> Iterator[str]:
 
 
 @contextmanager
-def running_service(kind: str, *, api_url: str, vllm_url: str) -> Iterator[str]:
+def running_service(kind: str, *, api_url: str, vllm_url: str, answer_tokens: int) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "bench.first_words", "--serve", kind, "--port", str(port)]
-    command += ["--api-url", api_url, "--vllm-url", vllm_url]
+    command += ["--api-url", api_url, "--vllm-url", vllm_url, "--answer-tokens", str(answer_tokens)]
     log_path = Path(tempfile.gettempdir()) / f"tuneloop-bench-first-words-{kind}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
@@ -178,12 +180,13 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     stub = SlackStub().start()
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
+    tokens = args.answer_tokens
     try:
         with (
             running_vllm() as vllm_url,
             httpx.Client(timeout=30) as http,
-            running_service("update", api_url=stub.api_url, vllm_url=vllm_url) as update_url,
-            running_service("stream", api_url=stub.api_url, vllm_url=vllm_url) as stream_url,
+            running_service("update", api_url=stub.api_url, vllm_url=vllm_url, answer_tokens=tokens) as update_url,
+            running_service("stream", api_url=stub.api_url, vllm_url=vllm_url, answer_tokens=tokens) as stream_url,
         ):
             urls = {"update": update_url, "stream": stream_url}
             print(f"measuring {args.mentions} mentions each, alternating ...", flush=True)
@@ -198,6 +201,7 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores",
         "mentions_each": args.mentions,
+        "answer_tokens": tokens,
         "wall_s": round(time.monotonic() - started),
         **{kind: {"path": KINDS[kind], **summary(samples[kind])} for kind in KINDS},
     }
@@ -209,7 +213,10 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"\nTime from a signed @mention to ..., {r['mentions_each']} mentions each, one at a time ({r['machine']})")
+    print(
+        f"\nTime from a signed @mention to ..., {r['mentions_each']} mentions each, one at a time, answers of up to "
+        f"{r['answer_tokens']} tokens ({r['machine']}, {r['wall_s']} s in all)"
+    )
     print("| Path | first words p50 / p95 | first message p50 / p95 | final p50 / p95 |\n|---|---|---|---|")
     for kind in KINDS:
         row = r[kind]
@@ -224,6 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mentions", type=int, default=20, help="measured @mentions per path")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured @mentions per path first")
+    parser.add_argument("--answer-tokens", type=int, default=64, help="the services' max_answer_tokens")
     parser.add_argument("--serve", choices=sorted(KINDS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
@@ -231,7 +239,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         logging.basicConfig(level=logging.WARNING)
-        serve(kind=args.serve, port=args.port, api_url=args.api_url, vllm_url=args.vllm_url)
+        serve(
+            kind=args.serve,
+            port=args.port,
+            api_url=args.api_url,
+            vllm_url=args.vllm_url,
+            answer_tokens=args.answer_tokens,
+        )
         return
     results = main_run(args)
     (REPO / "bench" / "first_words.json").write_text(json.dumps(results, indent=2) + "\n")
