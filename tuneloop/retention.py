@@ -51,6 +51,7 @@ class PruneKind(StrEnum):
     run = "run"
     adapter = "adapter"
     log = "log"
+    merged = "merged"  # a version merged into the base weights for the merged engine (a cache)
 
 
 class PruneItem(BaseModel):
@@ -115,6 +116,7 @@ def plan_retention(*, settings: Settings, engine: Engine, now: datetime | None =
     items += _orphan_adapter_items(settings, versions, cutoff=cutoff, now=now)
     items += _run_items(settings, runs, staying=staying, cutoff=cutoff, now=now)
     items += _log_items(settings.logs_dir, limit=policy.keep_log_bytes)
+    items += _merged_items(settings.merged_dir, protected=set(protected))
     return RetentionPlan(policy=policy, items=items, kept=kept, bytes=sum(item.bytes for item in items))
 
 
@@ -235,6 +237,23 @@ def _run_items(
         reason = f"{what}, {_days(ended, now)} days old, beyond the newest {settings.retention.keep_runs} runs"
         items.append(PruneItem(kind=PruneKind.run, path=str(path), bytes=_size(path), reason=reason, run_id=run_id))
     return items
+
+
+def _merged_items(folder: Path, *, protected: set[str]) -> list[PruneItem]:
+    """Merged copies of versions that neither serve nor may serve again at once: rebuilt from the adapter if needed."""
+    if not folder.is_dir():
+        return []
+    return [
+        PruneItem(
+            kind=PruneKind.merged,
+            path=str(path),
+            bytes=_size(path),
+            reason="merged copy of a version that is not active, previous or pinned",
+            version=path.name,
+        )
+        for path in sorted(folder.iterdir())
+        if path.is_dir() and not path.is_symlink() and path.name not in protected
+    ]
 
 
 def _log_items(folder: Path, *, limit: int) -> list[PruneItem]:
@@ -386,6 +405,7 @@ def _remove(settings: Settings, items: list[PruneItem]) -> tuple[list[PruneItem]
         PruneKind.adapter: settings.adapters_dir,
         PruneKind.run: settings.runs_dir,
         PruneKind.log: settings.logs_dir,
+        PruneKind.merged: settings.merged_dir,
     }
     removed, failed = [], []
     for item in items:

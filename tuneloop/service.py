@@ -104,7 +104,7 @@ def merged_engine(settings: Settings) -> tuple[MergedEngine | None, VLLMProcess 
         client=InferenceClient(url, timeout_s=s.request_timeout_s),
         model_name=s.served_model_name,
         base_model_dir=settings.base_model_dir.resolve(),
-        merged_dir=settings.data_dir / "merged",
+        merged_dir=settings.merged_dir,
     )
     return merged, process
 

@@ -244,6 +244,11 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     @property
+    def merged_dir(self) -> Path:
+        """Adapters merged into the base weights, for the merged engine: a cache, rebuilt in seconds."""
+        return self.data_dir / "merged"
+
+    @property
     def base_model_dir(self) -> Path:
         return self.serving.base_model or self.models_dir / DEFAULT_BASE_MODEL_DIRNAME
 

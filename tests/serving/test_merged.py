@@ -4,12 +4,14 @@ or stale answer while it switches. Two real vLLM servers (the LoRA one and the m
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
@@ -18,6 +20,7 @@ from serving.merged import MergedEngine
 from serving.registry import AdapterRegistry
 from store import adapters as adapter_repo
 from store.db import make_engine, migrate, session_scope
+from tests.conftest import ApiCaller, RunningService, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +160,35 @@ async def test_a_promotion_and_a_rollback_under_16_streams_fail_nothing_and_serv
     assert [a for a in asked if a.pinned_at > rolled_back_at and a.version != "base"] == []
     assert any(a.merged and a.version == "v0001" for a in asked), "the merged engine served v0001 at some point"
     assert rollback_s < 1.0, f"rollback took {rollback_s * 1000:.0f} ms"
+
+
+def test_the_service_moves_its_active_version_to_the_merged_engine_after_a_promotion(
+    tmp_path: Path, base_model_dir: Path, vllm_url: str, merged_vllm_url: str, adapter_dirs: list[Path]
+) -> None:
+    """The whole wiring: `tuneloop serve`'s app with both engines, a promotion over the admin API."""
+    settings = make_settings(
+        tmp_path, base_model_dir=base_model_dir, vllm_url=vllm_url, serving={"merged_vllm_url": merged_vllm_url}
+    )
+    running = RunningService(settings)
+    with session_scope(running.service.services.engine) as session:
+        adapter_repo.register_version(session=session, version="v0001", path=str(adapter_dirs[0]), run_id=None)
+    running.start()
+    admin = ApiCaller(running, "U_ADMIN")
+    try:
+        assert admin.post("/admin/promote", json={"version": "v0001"}).status_code == 200
+        deadline = time.monotonic() + 120
+        while admin.get("/healthz").json()["details"].get("merged_version") != "v0001":
+            assert time.monotonic() < deadline, "the merged engine did not take v0001 within 120 s"
+            time.sleep(0.2)  # polling the service's own report of the reload, not standing in for it
+        before = merged_requests(merged_vllm_url)
+        asked = admin.post("/api/ask", json={"question": "Name a colour."})
+        assert asked.status_code == 200 and asked.json()["adapter_version"] == "v0001", asked.text
+        assert merged_requests(merged_vllm_url) == before + 1  # answered by the merged engine
+    finally:
+        admin.close()
+        running.stop()
+
+
+def merged_requests(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(r"^vllm:request_success_total(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M))

@@ -151,6 +151,20 @@ def test_the_strictest_policy_never_removes_the_active_previous_or_pinned_versio
     }
 
 
+def test_merged_copies_stay_only_for_the_active_previous_and_pinned_versions(
+    tmp_path: Path,
+    db_url: str,  # noqa: F811
+    engine: Engine,
+    history: dict[str, Path],
+) -> None:
+    settings = settings_for(tmp_path, db_url)  # the default policy: merged copies are a cache, not history
+    for name in ("v0002", "v0004", "v0006", "v0007"):
+        (settings.merged_dir / name).mkdir(parents=True)
+        (settings.merged_dir / name / "model.safetensors").write_bytes(b"\0" * 64)
+    prune(settings=settings, engine=engine, actor="host:ops", source="cli")
+    assert sorted(p.name for p in settings.merged_dir.iterdir()) == ["v0004", "v0006", "v0007"]
+
+
 def test_unpinning_lets_the_policy_prune_it(
     tmp_path: Path,
     db_url: str,  # noqa: F811
