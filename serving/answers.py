@@ -22,11 +22,11 @@ from serving.registry import AdapterRegistry
 from store import interactions as interaction_repo
 from store.db import session_scope
 from store.models import MemoryMode
+from training.prompts import prompt_messages
 
 log = logging.getLogger(__name__)
 
-# Keep the prompt inside the model's window: the newest turns of a thread matter most.
-MAX_CONTEXT_CHARS = 4000
+# The most earlier turns stored with an interaction (the prompt's own budget is in training.prompts).
 MAX_CONTEXT_TURNS_STORED = 50
 
 
@@ -87,14 +87,7 @@ def with_reviewed(messages: list[Message], hits: list[MemoryHit]) -> list[Messag
 def build_messages(
     *, system_prompt: str, context: list[Message], question: str, reviewed: list[MemoryHit] | None = None
 ) -> list[Message]:
-    kept: list[Message] = []
-    budget = MAX_CONTEXT_CHARS
-    for turn in reversed(context):
-        budget -= len(turn.get("content", ""))
-        if budget < 0:
-            break
-        kept.insert(0, {"role": turn["role"], "content": turn["content"]})
-    messages = [{"role": "system", "content": system_prompt}, *kept, {"role": "user", "content": question}]
+    messages = prompt_messages(system_prompt=system_prompt, context=context, question=question)
     return with_reviewed(messages, reviewed or [])
 
 

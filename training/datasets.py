@@ -34,6 +34,7 @@ from store import interactions as interaction_repo
 from store import memory as memory_repo
 from store.models import Correction, CorrectionStatus, Feedback, Interaction, MemoryEntry, MemoryStatus
 from training.curate import CurationPolicy, cap_per_user, group_key, group_questions
+from training.prompts import prompt_messages
 from training.redact import Redactor, default_redactor
 
 Message = dict[str, str]
@@ -346,12 +347,6 @@ def redact_datasets(datasets: Datasets, *, redactor: Redactor | None = None) -> 
         preference.context = clean_context(preference.context)
         preference.chosen = redactor.redact(preference.chosen, found)
         preference.rejected = redactor.redact(preference.rejected, found)
-
-
-def prompt_messages(*, system_prompt: str, context: list[Message], question: str) -> list[Message]:
-    # The same shape serving sends to vLLM, so that what is learned applies to real requests.
-    turns = [{"role": t["role"], "content": t["content"]} for t in context]
-    return [{"role": "system", "content": system_prompt}, *turns, {"role": "user", "content": question}]
 
 
 def sft_rows(datasets: Datasets, *, system_prompt: str) -> list[Row]:

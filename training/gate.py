@@ -24,8 +24,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from training.datasets import Datasets, Message, prompt_messages
+from training.datasets import Datasets, Message
 from training.embedder import embed
+from training.prompts import prompt_messages
 
 REGRESSION_SET = Path(__file__).parent / "data" / "regression.jsonl"
 SAMPLES = 10  # answers kept in the report, those whose score changed most

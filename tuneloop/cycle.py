@@ -54,13 +54,13 @@ from training.datasets import (
     build_datasets,
     dataset_sha256,
     dpo_rows,
-    prompt_messages,
     redact_datasets,
     sft_rows,
     write_jsonl,
 )
 from training.gate import GateThresholds, hold_out_groups, hold_out_paraphrases, load_regression_set, run_gate
 from training.process import train_in_subprocess
+from training.prompts import prompt_messages
 from training.redact import Redactor
 from training.trainer import TrainSpec, verify_adapter
 from tuneloop.settings import Settings
