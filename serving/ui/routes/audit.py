@@ -1,0 +1,70 @@
+"""The audit log with filters (actor, action, outcome), newest first, paginated. Admins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from serving.access import Role
+from serving.api.common import Cursor, UserId
+from serving.api.deps import Services, ServicesDep
+from serving.ui.auth import viewer
+from serving.ui.sessions import SignedIn
+from serving.ui.templating import page
+from serving.ui.views import AuditRow, AuditView
+from store import audit as audit_repo
+from store.db import session_scope
+
+router = APIRouter(prefix="/ui")
+PAGE = 50
+Reader = Annotated[SignedIn, Depends(viewer(Role.admin, action="read_audit"))]
+Outcome = Literal["ok", "refused", "failed"]
+
+
+def audit_view(
+    services: Services, *, actor: str | None, action: str | None, outcome: Outcome | None, before: int | None
+) -> AuditView:
+    with session_scope(services.engine) as session:
+        found = audit_repo.page_audit(
+            session=session, limit=PAGE, before=before, actor=actor, action=action, outcome=outcome
+        )
+    return AuditView(
+        rows=[
+            AuditRow(
+                id=event.id or 0,
+                created_at=event.created_at,
+                actor=event.actor,
+                source=event.source,
+                action=event.action,
+                target=event.target,
+                outcome=event.outcome,
+                detail=json.dumps(event.detail, ensure_ascii=False, default=str)[:300],
+            )
+            for event in found.items
+        ],
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        has_more=found.has_more,
+        next_cursor=found.next_cursor,
+    )
+
+
+@router.get("/audit", include_in_schema=False)
+async def show(
+    request: Request,
+    user: Reader,
+    services: ServicesDep,
+    actor: UserId | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[Outcome | Literal[""] | None, Query()] = None,
+    before: Cursor = None,
+) -> Response:
+    view = await asyncio.to_thread(
+        audit_view, services, actor=actor or None, action=action or None, outcome=outcome or None, before=before
+    )
+    return page(request, "audit.html", user=user, view=view)
