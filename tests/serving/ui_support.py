@@ -105,12 +105,12 @@ def _gate(facts: float, regression: float, active_facts: float, *, against: str)
     }
 
 
-def _finished_run(engine: Engine, *, version: str, steps: int, counts: dict[str, int]) -> int:
+def _finished_run(engine: Engine, *, version: str, steps: int, start: float, counts: dict[str, int]) -> int:
     with session_scope(engine) as session:
         run = run_repo.create_run(session=session, trigger="nightly", triggered_by=None)
         assert run.id is not None
         run_repo.update_run(session=session, run_id=run.id, status=RunStatus.running, stage="training")
-        losses = [[float(step), round(2.5 / (1 + 0.3 * step), 4)] for step in range(1, steps + 1)]
+        losses = [[float(step), round(start / (1 + 0.3 * step), 4)] for step in range(1, steps + 1)]
         run_repo.update_run(
             session=session,
             run_id=run.id,
@@ -126,8 +126,12 @@ def _finished_run(engine: Engine, *, version: str, steps: int, counts: dict[str,
 def seed(engine: Engine, adapters_dir: Path) -> dict[str, Any]:
     """Two trained versions (v0002 active), runs with loss curves, a fortnight of answers with votes, and
     pending corrections by the employee. Returns the ids the tests act on."""
-    run_1 = _finished_run(engine, version="v0001", steps=12, counts={"sft_corrections": 3, "sft_upvoted": 5, "dpo": 2})
-    run_2 = _finished_run(engine, version="v0002", steps=16, counts={"sft_corrections": 5, "sft_upvoted": 9, "dpo": 4})
+    run_1 = _finished_run(
+        engine, version="v0001", steps=12, start=3.0, counts={"sft_corrections": 3, "sft_upvoted": 5, "dpo": 2}
+    )
+    run_2 = _finished_run(
+        engine, version="v0002", steps=16, start=2.2, counts={"sft_corrections": 5, "sft_upvoted": 9, "dpo": 4}
+    )
     now = datetime.now(UTC)
     with session_scope(engine) as session:
         adapter_repo.ensure_base_version(session=session)

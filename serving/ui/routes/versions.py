@@ -92,7 +92,7 @@ def gate_chart(rows: list[VersionRow], versions: list[AdapterVersionPublic]) -> 
             charts.Series("facts (candidate)", values=tuple(row.facts for row, _ in gated)),
             charts.Series("regression (candidate)", values=tuple(row.regression for row, _ in gated)),
             charts.Series(
-                "facts (the version it was compared with)",
+                "facts (compared version)",
                 values=tuple(_score(_gate(v).get("active"), "facts") for _, v in gated),
             ),
         ),
