@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from serving.api.deps import Services
+from serving.ui.cache import Recent
 from serving.ui.errors import attach_error_pages
 from serving.ui.routes import audit, feedback, overview, progress, review, signin, versions
 from serving.ui.sessions import DashboardSessions
@@ -19,6 +20,7 @@ from serving.ui.templating import HERE
 
 def attach_dashboard(app: FastAPI, services: Services) -> None:
     app.state.dashboard_sessions = DashboardSessions(engine=services.engine, access=services.access)
+    app.state.dashboard_recent = Recent()
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     for feature in (signin, overview, review, versions, feedback, audit, progress):
         app.include_router(feature.router)

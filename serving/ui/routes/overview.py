@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from apscheduler.triggers.cron import CronTrigger
@@ -14,6 +14,7 @@ from serving.access import Role
 from serving.api.deps import Services, ServicesDep
 from serving.ui import charts
 from serving.ui.auth import viewer
+from serving.ui.cache import Recent
 from serving.ui.sessions import SignedIn
 from serving.ui.templating import page
 from serving.ui.views import DayCount, OverviewView, RunSummary, VersionVotes
@@ -54,16 +55,24 @@ def next_fire(crontab: str, *, now: datetime) -> datetime | None:
     return fire.astimezone(UTC) if fire is not None else None
 
 
-def overview(services: Services, user: SignedIn) -> OverviewView:
+def _answers_per_day(services: Services, first_day: date) -> dict[date, int]:
+    with session_scope(services.engine) as session:
+        since = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+        return dict(interaction_repo.answers_per_day(session=session, since=since))
+
+
+def _votes_by_version(services: Services) -> dict[str | None, tuple[int, int]]:
+    with session_scope(services.engine) as session:
+        return feedback_repo.vote_totals_by_version(session=session)
+
+
+def overview(services: Services, user: SignedIn, *, recent: Recent | None = None) -> OverviewView:
     now = datetime.now(UTC)
     first_day = (now - timedelta(days=DAYS_SHOWN - 1)).date()
+    recent = recent or Recent(ttl_s=0)
+    per_day = recent.get(("answers_per_day", first_day), lambda: _answers_per_day(services, first_day))
+    votes = recent.get("votes_by_version", lambda: _votes_by_version(services))
     with session_scope(services.engine) as session:
-        per_day = dict(
-            interaction_repo.answers_per_day(
-                session=session, since=datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
-            )
-        )
-        votes = feedback_repo.vote_totals_by_version(session=session)
         active_row = adapter_repo.get_active_version(session=session)
         pending = (
             feedback_repo.count_corrections(session=session, status=CorrectionStatus.pending)
@@ -115,5 +124,5 @@ def overview(services: Services, user: SignedIn) -> OverviewView:
 @router.get("", include_in_schema=False)
 @router.get("/", include_in_schema=False)
 async def show(request: Request, user: Viewer, services: ServicesDep) -> Response:
-    view = await asyncio.to_thread(overview, services, user)
+    view = await asyncio.to_thread(overview, services, user, recent=request.app.state.dashboard_recent)
     return page(request, "overview.html", user=user, view=view)
