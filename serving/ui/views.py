@@ -8,6 +8,10 @@ from typing import Any
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict
 
+from serving.api.admin.protocol import AuditEventPublic, RunPublic
+from serving.api.interactions.protocol import CorrectionPublic, InteractionPublic
+from serving.api.memory.protocol import MemoryEntryPublic
+
 
 class View(BaseModel):
     # Rendered SVG (Markup) is not a pydantic type; views are built by us, so it is allowed as is.
@@ -29,26 +33,13 @@ class VersionVotes(View):
         return self.up / (self.up + self.down) if self.up + self.down else 0.0
 
 
-class RunSummary(View):
-    id: int
-    status: str
-    stage: str | None
-    trigger: str
-    triggered_by: str | None
-    adapter_version: str | None
-    created_at: datetime
-    finished_at: datetime | None
-    error: str | None
-    counts: dict[str, Any]
-
-
 class OverviewView(View):
     active_version: str
     active_since: datetime | None
     answers_per_day: list[DayCount]
     votes_by_version: list[VersionVotes]
     pending_corrections: int | None  # None: not shown to this role
-    last_run: RunSummary | None
+    last_run: RunPublic | None
     next_run_at: datetime | None
     nightly: str
     answers_chart: Markup
@@ -66,21 +57,11 @@ class PendingCorrection(View):
     created_at: datetime
 
 
-class MemoryRow(View):
-    id: int
-    status: str
-    question: str | None
-    answer: str
-    approved_by: str
-    updated_at: datetime
-    similarity: float | None = None
-
-
 class ReviewView(View):
     pending: list[PendingCorrection]
     pending_has_more: bool
     pending_next: int | None
-    memory: list[MemoryRow]
+    memory: list[MemoryEntryPublic]
     memory_query: str | None
     memory_status: str
     memory_has_more: bool
@@ -112,7 +93,7 @@ class VersionsView(View):
     active: str
     previous: str | None
     versions: list[VersionRow]
-    runs: list[RunSummary]
+    runs: list[RunPublic]
     loss_chart: Markup
     gate_chart: Markup
     samples_version: str | None
@@ -147,24 +128,10 @@ class VoteCounts(View):
     down: int = 0
 
 
-class CorrectionNote(View):
-    id: int
-    status: str
-    author: str
-    text: str
-
-
 class InteractionRow(View):
-    id: int
-    created_at: datetime
-    user_id: str
-    source: str
-    question: str
-    answer: str | None
-    status: str
-    adapter_version: str | None
+    interaction: InteractionPublic
     votes: VoteCounts
-    corrections: list[CorrectionNote]
+    corrections: list[CorrectionPublic]
 
 
 class FeedbackView(View):
@@ -176,19 +143,8 @@ class FeedbackView(View):
     next_cursor: int | None
 
 
-class AuditRow(View):
-    id: int
-    created_at: datetime
-    actor: str
-    source: str
-    action: str
-    target: str | None
-    outcome: str
-    detail: str
-
-
 class AuditView(View):
-    rows: list[AuditRow]
+    rows: list[AuditEventPublic]
     actor: str | None
     action: str | None
     outcome: str | None

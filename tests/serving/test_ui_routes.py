@@ -273,6 +273,8 @@ def test_memory_entries_are_edited_and_retired_with_audit(dashboard: Dashboard) 
         _post(client, f"/ui/memory/{entry}/edit", {"answer": "The VPN config is on the intranet."}).status_code == 303
     )
     assert "The VPN config is on the intranet." in client.get("/ui/review").text
+    found = client.get("/ui/review", params={"q": "where can I get the vpn configuration"}).text
+    assert f'data-entry="{entry}"' in found and "similarity" in found
     assert _post(client, f"/ui/memory/{entry}/retire").status_code == 303
     assert "No entries." in client.get("/ui/review").text
     assert f'data-entry="{entry}"' in client.get("/ui/review", params={"status": "retired"}).text

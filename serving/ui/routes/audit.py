@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from serving.access import Role
+from serving.api.admin.protocol import AuditEventPublic
 from serving.api.common import Cursor, UserId
 from serving.api.deps import Services, ServicesDep
 from serving.ui.auth import viewer
 from serving.ui.sessions import SignedIn
 from serving.ui.templating import page
-from serving.ui.views import AuditRow, AuditView
+from serving.ui.views import AuditView
 from store import audit as audit_repo
 from store.db import session_scope
 
@@ -33,19 +33,7 @@ def audit_view(
             session=session, limit=PAGE, before=before, actor=actor, action=action, outcome=outcome
         )
     return AuditView(
-        rows=[
-            AuditRow(
-                id=event.id or 0,
-                created_at=event.created_at,
-                actor=event.actor,
-                source=event.source,
-                action=event.action,
-                target=event.target,
-                outcome=event.outcome,
-                detail=json.dumps(event.detail, ensure_ascii=False, default=str)[:300],
-            )
-            for event in found.items
-        ],
+        rows=[AuditEventPublic.from_row(event) for event in found.items],
         actor=actor,
         action=action,
         outcome=outcome,

@@ -12,10 +12,11 @@ from starlette.responses import Response
 from serving.access import Role
 from serving.api.common import Cursor, UserId
 from serving.api.deps import Services, ServicesDep
+from serving.api.interactions.protocol import CorrectionPublic, InteractionPublic
 from serving.ui.auth import viewer
 from serving.ui.sessions import SignedIn
 from serving.ui.templating import page
-from serving.ui.views import CorrectionNote, FeedbackView, InteractionRow, VoteCounts
+from serving.ui.views import FeedbackView, InteractionRow, VoteCounts
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store.db import session_scope
@@ -44,19 +45,9 @@ def feedback_view(
         up, down = votes.get(row.id, (0, 0))
         rows.append(
             InteractionRow(
-                id=row.id,
-                created_at=row.created_at,
-                user_id=row.user_id,
-                source=row.source,
-                question=row.question,
-                answer=row.answer,
-                status=row.status,
-                adapter_version=row.adapter_version,
+                interaction=InteractionPublic.from_row(row),
                 votes=VoteCounts(up=up, down=down),
-                corrections=[
-                    CorrectionNote(id=c.id or 0, status=c.status, author=c.author_id, text=c.text)
-                    for c in corrections.get(row.id, [])
-                ],
+                corrections=[CorrectionPublic.from_row(c) for c in corrections.get(row.id, [])],
             )
         )
     return FeedbackView(

@@ -11,39 +11,24 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from serving.access import Role
+from serving.api.admin.protocol import RunPublic
 from serving.api.deps import Services, ServicesDep
 from serving.ui import charts
 from serving.ui.auth import viewer
 from serving.ui.cache import Recent
 from serving.ui.sessions import SignedIn
 from serving.ui.templating import page
-from serving.ui.views import DayCount, OverviewView, RunSummary, VersionVotes
+from serving.ui.views import DayCount, OverviewView, VersionVotes
 from store import adapters as adapter_repo
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store import runs as run_repo
 from store.db import session_scope
-from store.models import CorrectionStatus, TrainingRun
+from store.models import CorrectionStatus
 
 router = APIRouter(prefix="/ui")
 DAYS_SHOWN = 14
 Viewer = Annotated[SignedIn, Depends(viewer(Role.employee, action="ui.overview"))]
-
-
-def run_summary(run: TrainingRun) -> RunSummary:
-    assert run.id is not None
-    return RunSummary(
-        id=run.id,
-        status=run.status,
-        stage=run.stage,
-        trigger=run.trigger,
-        triggered_by=run.triggered_by,
-        adapter_version=run.adapter_version,
-        created_at=run.created_at,
-        finished_at=run.finished_at,
-        error=run.error,
-        counts=run.counts,
-    )
 
 
 def next_fire(crontab: str, *, now: datetime) -> datetime | None:
@@ -95,7 +80,7 @@ def overview(services: Services, user: SignedIn, *, recent: Recent | None = None
         answers_per_day=days,
         votes_by_version=by_version,
         pending_corrections=pending,
-        last_run=run_summary(runs[0]) if runs else None,
+        last_run=RunPublic.from_row(runs[0]) if runs else None,
         next_run_at=None if nightly == "off" else next_fire(nightly, now=now),
         nightly=nightly,
         answers_chart=charts.bars(

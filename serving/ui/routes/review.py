@@ -13,16 +13,16 @@ from serving.access import Role
 from serving.api.common import Cursor, RowId
 from serving.api.deps import Services, ServicesDep
 from serving.api.interactions.protocol import MAX_CORRECTION_CHARS
-from serving.api.memory.protocol import MAX_QUERY_CHARS
+from serving.api.memory.protocol import MAX_QUERY_CHARS, MemoryEntryPublic
 from serving.ui.auth import actor, viewer
 from serving.ui.notices import notice_of
 from serving.ui.sessions import SignedIn
 from serving.ui.templating import page
-from serving.ui.views import MemoryRow, PendingCorrection, ReviewView
+from serving.ui.views import PendingCorrection, ReviewView
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
 from store.db import session_scope
-from store.models import CorrectionStatus, MemoryEntry, MemoryStatus
+from store.models import CorrectionStatus, MemoryStatus
 
 router = APIRouter(prefix="/ui")
 PAGE = 20
@@ -60,30 +60,22 @@ def pending_page(services: Services, *, before: int | None) -> tuple[list[Pendin
     return rows, found.has_more, found.next_cursor
 
 
-def _memory_row(entry: MemoryEntry, question: str | None, similarity: float | None = None) -> MemoryRow:
-    assert entry.id is not None
-    return MemoryRow(
-        id=entry.id,
-        status=entry.status,
-        question=question,
-        answer=entry.answer,
-        approved_by=entry.approved_by,
-        updated_at=entry.updated_at,
-        similarity=None if similarity is None else round(similarity, 3),
-    )
-
-
 def memory_page(
     services: Services, *, query: str | None, status: MemoryStatusFilter, before: int | None
-) -> tuple[list[MemoryRow], bool, int | None]:
+) -> tuple[list[MemoryEntryPublic], bool, int | None]:
     memory = services.memory
     if query:
         found = memory.find(query, limit=PAGE)
         questions = memory.questions_of([entry.id for entry, _ in found if entry.id is not None])
-        return [_memory_row(e, questions.get(e.id or 0), s) for e, s in found], False, None
+        return (
+            [MemoryEntryPublic.from_row(e, question=questions.get(e.id or 0), similarity=s) for e, s in found],
+            False,
+            None,
+        )
     listed = memory.list_entries(limit=PAGE, before=before, status=None if status == "all" else MemoryStatus(status))
     questions = memory.questions_of([entry.id for entry in listed.items if entry.id is not None])
-    return [_memory_row(e, questions.get(e.id or 0)) for e in listed.items], listed.has_more, listed.next_cursor
+    entries = [MemoryEntryPublic.from_row(e, question=questions.get(e.id or 0)) for e in listed.items]
+    return entries, listed.has_more, listed.next_cursor
 
 
 def review_view(

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from serving.access import Role
-from serving.api.admin.protocol import AdapterVersionPublic
+from serving.api.admin.protocol import AdapterVersionPublic, RunPublic
 from serving.api.deps import Services, ServicesDep
 from serving.ui import charts
 from serving.ui.auth import actor, viewer
 from serving.ui.notices import notice_of
-from serving.ui.routes.overview import run_summary
 from serving.ui.sessions import SignedIn
 from serving.ui.templating import page
 from serving.ui.views import ConfirmView, GateSample, VersionRow, VersionsView
@@ -133,7 +132,7 @@ def versions_view(services: Services, *, samples_of: str | None) -> VersionsView
         active=services.registry.active.version,
         previous=previous.version if previous is not None else None,
         versions=list(reversed(rows)),
-        runs=[run_summary(run) for run in runs],
+        runs=[RunPublic.from_row(run) for run in runs],
         loss_chart=loss_chart(runs),
         gate_chart=gate_chart(rows, versions),
         samples_version=chosen.version if chosen else None,
