@@ -101,14 +101,20 @@ def page_interactions(
     user_id: str | None = None,
     contains: str | None = None,
 ) -> Page[Interaction]:
-    """Newest first; `contains`: only questions or answers holding that text (case-insensitive)."""
+    """Newest first; `contains`: only questions or answers holding that text (case-insensitive; on SQLite for ASCII)."""
     statement = select(Interaction)
     if user_id is not None:
         statement = statement.where(Interaction.user_id == user_id)
     if contains:
         pattern = "%" + contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        # SQLite's LIKE already ignores case (ASCII letters), and is about twice as fast as ILIKE's lower() on
+        # both sides; PostgreSQL's LIKE does not, so it gets ILIKE.
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        question, answer = col(Interaction.question), col(Interaction.answer)
         statement = statement.where(
-            col(Interaction.question).ilike(pattern, escape="\\") | col(Interaction.answer).ilike(pattern, escape="\\")
+            question.like(pattern, escape="\\") | answer.like(pattern, escape="\\")
+            if sqlite
+            else question.ilike(pattern, escape="\\") | answer.ilike(pattern, escape="\\")
         )
     return newest_first(session=session, statement=statement, id_column=Interaction.id, limit=limit, before=before)
 
