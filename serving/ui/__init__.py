@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from serving.api.deps import Services
 from serving.ui.cache import Recent
 from serving.ui.errors import attach_error_pages
+from serving.ui.headers import DashboardHeaders
 from serving.ui.routes import audit, feedback, overview, progress, review, signin, versions
 from serving.ui.sessions import DashboardSessions
 from serving.ui.templating import HERE
@@ -25,3 +26,4 @@ def attach_dashboard(app: FastAPI, services: Services) -> None:
     for feature in (signin, overview, review, versions, feedback, audit, progress):
         app.include_router(feature.router)
     attach_error_pages(app)
+    app.add_middleware(DashboardHeaders)

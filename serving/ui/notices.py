@@ -11,6 +11,7 @@ NOTICES = {
     "memory_retired": "Memory entry retired: it is no longer served.",
     "promoted": "Promoted: the new version serves from now on.",
     "rolled_back": "Rolled back.",
+    "training": "A tuning cycle has started: its progress shows above, live.",
     "cancelled": "Nothing was changed.",
 }
 

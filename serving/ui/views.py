@@ -117,7 +117,7 @@ class Progress(BaseModel):
 
 
 class ConfirmView(View):
-    action: str  # promote or rollback
+    action: str  # promote, rollback or train
     version: str | None
     active: str
     question: str

@@ -7,6 +7,7 @@ test_ui_browser.py.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.routing import APIRoute
 from store import audit as audit_repo
 from store import feedback as feedback_repo
 from store import interactions as interaction_repo
+from store import runs as run_repo
 from store import tokens as token_repo
 from store.db import session_scope
 from tests.conftest import RunningService, issue_token, make_settings
@@ -48,6 +50,7 @@ ACTIONS = {
     "/ui/memory/{id}/retire": "reviewer",
     "/ui/versions/promote": "admin",
     "/ui/versions/rollback": "admin",
+    "/ui/versions/train": "admin",
     "/ui/signout": "employee",
 }
 OPEN = {("GET", "/ui/signin"), ("POST", "/ui/signin")}
@@ -397,3 +400,35 @@ def test_the_api_still_answers_in_its_json_envelope(dashboard: Dashboard) -> Non
     response = httpx.get(f"{dashboard.url}/api/nowhere")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_admin_starts_a_cycle_after_confirming_and_watches_it(dead_engine_service: RunningService) -> None:
+    client = signed_in_client(dead_engine_service.url, issue_token(dead_engine_service, ADMIN))
+    asked = _post(client, "/ui/versions/train", page="/ui/versions")
+    assert asked.status_code == 200 and "Start a tuning cycle now?" in asked.text
+    engine = dead_engine_service.service.services.engine
+    with session_scope(engine) as session:
+        assert run_repo.list_runs(session=session) == []
+    started = client.post("/ui/versions/train", data={"csrf": csrf_of(asked.text), "confirmed": "yes"})
+    assert started.headers["location"] == "/ui/versions?done=training"
+    with session_scope(engine) as session:
+        runs = run_repo.list_runs(session=session)
+        events = [(e.actor, e.source, e.action, e.outcome) for e in audit_repo.list_audit(session=session)]
+    assert len(runs) == 1
+    assert (ADMIN, "ui", "retrain", "ok") in events
+    # Nothing to learn in an empty store: the cycle skips, and the run shows it.
+    finished = asyncio.run(dead_engine_service.service.services.admin.wait_for_run(runs[0].id, timeout_s=30))
+    assert finished.status == "skipped"
+    client.close()
+
+
+def test_dashboard_answers_carry_protective_headers(dashboard: Dashboard) -> None:
+    client = dashboard.client(ADMIN)
+    for path in ("/ui", "/ui/signin", "/ui/nowhere", "/ui/static/ui.css"):
+        headers = client.get(path).headers
+        assert headers["x-frame-options"] == "DENY", path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+    assert client.get("/ui").headers["cache-control"] == "no-store"
+    assert "content-security-policy" not in httpx.get(f"{dashboard.url}/healthz").headers

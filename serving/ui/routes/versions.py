@@ -31,6 +31,7 @@ GATE_VERSIONS_SHOWN = 30
 Reader = Annotated[SignedIn, Depends(viewer(Role.admin, action="ui.versions"))]
 Promoter = Annotated[SignedIn, Depends(actor(Role.admin, action="promote"))]
 RollbackAdmin = Annotated[SignedIn, Depends(actor(Role.admin, action="rollback"))]
+Retrainer = Annotated[SignedIn, Depends(actor(Role.admin, action="retrain"))]
 Version = Annotated[str, Form(min_length=1, max_length=32, pattern=VERSION_NAME_PATTERN)]
 Confirmed = Annotated[Literal["yes", "no"] | None, Form()]
 
@@ -189,6 +190,21 @@ async def rollback(
         )
     await services.admin.rollback(version=None, user_id=user.principal.user_id, source=SOURCE)
     return RedirectResponse("/ui/versions?done=rolled_back", status_code=303)
+
+
+@router.post("/versions/train", include_in_schema=False)
+async def train(request: Request, user: Retrainer, services: ServicesDep, confirmed: Confirmed = None) -> Response:
+    if confirmed == "no":
+        return RedirectResponse("/ui/versions?done=cancelled", status_code=303)
+    if confirmed != "yes":
+        active = services.registry.active.version
+        question = (
+            "Start a tuning cycle now? It trains on the feedback so far, and the gate promotes the new version "
+            f"only if it beats {active}."
+        )
+        return _confirm(request, user, ConfirmView(action="train", version=None, active=active, question=question))
+    await services.admin.retrain(user_id=user.principal.user_id, source=SOURCE)
+    return RedirectResponse("/ui/versions?done=training", status_code=303)
 
 
 def _previous_version(services: Services) -> str | None:
