@@ -170,6 +170,15 @@ def test_approving_a_correction_takes_it_out_of_the_queue(world: World) -> None:
     expect(page.locator(f'article.correction[data-correction="{first}"]')).to_have_count(0)
     expect(page.locator("article.correction")).to_have_count(1)
     expect(page.locator("#memory")).to_contain_text("It is at vpn.example.com/config.")
+    # Retiring asks first (a script of the service's own: the CSP allows no inline handler); dismissing keeps it.
+    entry = page.locator("#memory tr[data-entry]").first
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    entry.locator("button.danger").click()
+    expect(page.locator("#memory tr[data-entry]")).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    entry.locator("button.danger").click()
+    expect(page.locator(".notice")).to_contain_text("Memory entry retired")
+    expect(page.locator("#memory tr[data-entry]")).to_have_count(0)
 
 
 def test_promote_and_roll_back_are_confirmed_and_audited(world: World) -> None:
