@@ -225,6 +225,10 @@ def test_the_feedback_list_is_searched_and_paginated(dashboard: Dashboard) -> No
     assert found.count("data-interaction=") == 1
     assert "It is at vpn.example.com/config." in found  # the pending correction beside it
     assert client.get("/ui/feedback", params={"q": "100%_\\"}).status_code == 200
+    # The filter forms send their empty fields: they mean "everyone", "any".
+    assert client.get("/ui/feedback", params={"q": "", "who": ""}).text.count("data-interaction=") == 25
+    admin = dashboard.client(ADMIN)
+    assert admin.get("/ui/audit", params={"actor": "", "action": "", "outcome": ""}).status_code == 200
 
 
 def _older_cursor(html: str) -> str:
@@ -257,6 +261,7 @@ def test_approve_reject_and_edit_go_through_the_feedback_service(dashboard: Dash
     assert f'data-correction="{first}"' not in queue
     assert "It is at vpn.example.com/cfg." in queue  # now an entry of the memory
     assert _post(client, f"/ui/review/{second}", {"decision": "reject"}).status_code == 303
+    assert _post(client, f"/ui/review/{second}", {"decision": "edit", "text": "  "}).status_code == 422
     again = _post(client, f"/ui/review/{second}", {"decision": "approve"})
     assert again.status_code == 409 and "already rejected" in again.text
     with session_scope(dashboard.engine) as session:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from serving.access import Role
 from serving.api.admin.protocol import AuditEventPublic
-from serving.api.common import Cursor, UserId
+from serving.api.common import Cursor
 from serving.api.deps import Services, ServicesDep
 from serving.ui.auth import viewer
 from serving.ui.sessions import SignedIn
@@ -42,17 +42,22 @@ def audit_view(
     )
 
 
+def _given(value: str | None) -> str | None:
+    """An empty field of the filter form means "any", not an error."""
+    return value.strip() if value and value.strip() else None
+
+
 @router.get("/audit", include_in_schema=False)
 async def show(
     request: Request,
     user: Reader,
     services: ServicesDep,
-    actor: UserId | None = None,
+    actor: Annotated[str | None, Query(max_length=128)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[Outcome | Literal[""] | None, Query()] = None,
     before: Cursor = None,
 ) -> Response:
     view = await asyncio.to_thread(
-        audit_view, services, actor=actor or None, action=action or None, outcome=outcome or None, before=before
+        audit_view, services, actor=_given(actor), action=_given(action), outcome=outcome or None, before=before
     )
     return page(request, "audit.html", user=user, view=view)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from serving.access import Role
-from serving.api.common import Cursor, UserId
+from serving.api.common import Cursor
 from serving.api.deps import Services, ServicesDep
 from serving.api.interactions.protocol import CorrectionPublic, InteractionPublic
 from serving.ui.auth import viewer
@@ -66,9 +66,11 @@ async def show(
     user: Reader,
     services: ServicesDep,
     q: Annotated[str | None, Query(max_length=MAX_SEARCH_CHARS)] = None,
-    who: Annotated[UserId | None, Query(description="Reviewers only: one user's interactions.")] = None,
+    who: Annotated[str | None, Query(max_length=128, description="Reviewers only: one user's interactions.")] = None,
     before: Cursor = None,
 ) -> Response:
     query = q.strip() if q and q.strip() else None
-    view = await asyncio.to_thread(feedback_view, services, user, query=query, user_filter=who or None, before=before)
+    # An empty field of the filter form means "everyone", not an error.
+    user_filter = who.strip() if who and who.strip() else None
+    view = await asyncio.to_thread(feedback_view, services, user, query=query, user_filter=user_filter, before=before)
     return page(request, "feedback.html", user=user, view=view)

@@ -14,6 +14,7 @@ from serving.api.common import Cursor, RowId
 from serving.api.deps import Services, ServicesDep
 from serving.api.interactions.protocol import MAX_CORRECTION_CHARS
 from serving.api.memory.protocol import MAX_QUERY_CHARS, MemoryEntryPublic
+from serving.errors import InvalidQuestion
 from serving.ui.auth import actor, viewer
 from serving.ui.notices import notice_of
 from serving.ui.sessions import SignedIn
@@ -121,6 +122,8 @@ async def decide(
     decision: Annotated[Literal["approve", "reject", "edit"], Form()],
     text: Annotated[str | None, Form(max_length=MAX_CORRECTION_CHARS)] = None,
 ) -> Response:
+    if decision == "edit" and not (text and text.strip()):
+        raise InvalidQuestion("an edited correction needs its text", hint="Write the answer the bot should give.")
     await asyncio.to_thread(
         services.feedback.review,
         correction_id=correction_id,
