@@ -151,6 +151,10 @@ def test_every_page_renders_its_plots_with_data_points(world: World) -> None:
     page.click("nav >> text=Feedback")
     expect(page.locator("#interactions tbody tr")).to_have_count(25)
     _shot(page, "feedback")
+    page.fill("input[name=q]", "VPN config")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#interactions tbody tr")).to_have_count(1)
+    expect(page.locator("#interactions")).to_contain_text("It is at vpn.example.com/config.")
     page.click("nav >> text=Audit")
     expect(page.locator("#audit")).to_be_visible()
     _shot(page, "audit")
@@ -229,6 +233,10 @@ def test_an_employee_gets_no_admin_page_and_the_server_refuses_their_posts(world
     expect(page.locator("#interactions")).to_contain_text("Where do I find the VPN config?")
     expect(page.locator("#interactions")).not_to_contain_text("Private question of another employee")
     _shot(page, "employee")
+    page.click(".signout button")
+    expect(page.locator("#signin")).to_be_visible()
+    page.goto(f"{world.url}/ui/feedback")
+    expect(page).to_have_url(f"{world.url}/ui/signin?next=%2Fui%2Ffeedback")
 
 
 def test_a_form_sent_without_its_csrf_token_is_refused(world: World) -> None:
