@@ -189,7 +189,7 @@ class AnswerService:
             for attempt in (1, 2):
                 try:
                     async with self._registry.use() as adapter:
-                        async for delta in self._client.chat_stream(
+                        async for delta in (adapter.endpoint or self._client).chat_stream(
                             model=adapter.model,
                             messages=messages,
                             max_tokens=self._settings.max_answer_tokens,

@@ -1,9 +1,17 @@
-"""Async client for the vLLM OpenAI server: chat (whole or streamed), adapters, health."""
+"""Async client for one or more vLLM OpenAI servers: chat (whole or streamed), adapters, health.
+
+With several servers (a company's replicas), each request goes to one of them in turn, and an adapter is
+loaded on every one and confirmed by each before `ensure_adapter` returns, so that the registry moves
+traffic to a version only once every server can serve it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -14,25 +22,64 @@ Message = dict[str, str]
 
 
 class InferenceClient:
-    def __init__(self, base_url: str, *, timeout_s: float = 120.0, transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport
-        )
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        *,
+        timeout_s: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("at least one vLLM server URL is needed")
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.base_url = self.base_urls[0]
+        self._members = [
+            httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport)
+            for url in self.base_urls
+        ]
+        self._turns = itertools.cycle(range(len(self._members)))
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The server for the next request: each in turn."""
+        return self._members[next(self._turns)]
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for member in self._members:
+            await member.aclose()
 
     async def healthy(self) -> bool:
-        try:
-            response = await self._http.get("/health", timeout=5.0)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        """Every server answers its health check (a promotion needs them all)."""
+        checks = await asyncio.gather(*(_healthy(member) for member in self._members))
+        return all(checks)
 
     async def list_models(self) -> list[dict[str, Any]]:
-        data = await self._request("GET", "/v1/models")
-        return list(data.get("data", []))
+        """The models of the first server (all of them serve the same, see `ensure_adapter`)."""
+        return await _models(self._members[0])
+
+    async def ensure_adapter(self, *, name: str, path: str) -> None:
+        """Serve the adapter at `path` as `name` on every server, and have each confirm it before returning.
+
+        A server that already serves `name` from the same folder (it outlived a restart of this service) keeps
+        it; from another folder, it is loaded again. If any server refuses, the others unload it again and
+        the error says which server refused: nothing may route to a name that one server does not know.
+        """
+        results = await asyncio.gather(
+            *(_ensure_on(member, name=name, path=path) for member in self._members), return_exceptions=True
+        )
+        failures = [(url, r) for url, r in zip(self.base_urls, results, strict=True) if isinstance(r, BaseException)]
+        if not failures:
+            return
+        for member, result in zip(self._members, results, strict=True):
+            if not isinstance(result, BaseException):
+                # Best effort: the load failed anyway, and an unused adapter does no harm.
+                with contextlib.suppress(EngineRejected, EngineUnavailable):
+                    await _request(member, "POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+        url, error = failures[0]
+        if len(self._members) > 1 and isinstance(error, EngineRejected | EngineUnavailable):
+            error.message = f"{error.message} (server {url})"
+        raise error
 
     async def chat(self, *, model: str, messages: list[Message], max_tokens: int, temperature: float) -> str:
         payload = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
@@ -84,8 +131,11 @@ class InferenceClient:
             raise _unavailable(error) from error
 
     async def metrics(self) -> httpx.Response:
-        """vLLM's own Prometheus metrics (its GET /metrics), as it answered them."""
-        response = await self.forward("GET", "/metrics")
+        """vLLM's own Prometheus metrics (its GET /metrics), as the first server answered them."""
+        try:
+            response = await self._members[0].request("GET", "/metrics")
+        except httpx.TransportError as error:
+            raise _unavailable(error) from error
         if response.status_code != 200:
             raise _rejected(response)
         return response
@@ -105,24 +155,70 @@ class InferenceClient:
             raise _unavailable(error) from error
 
     async def load_adapter(self, *, name: str, path: str) -> None:
-        await self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        """Load on every server, with no check of what was there (see `ensure_adapter` for that)."""
+        for member in self._members:
+            await _request(member, "POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
 
     async def unload_adapter(self, *, name: str) -> None:
-        await self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+        for member in self._members:
+            await _request(member, "POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+
+    async def reload_weights(self, *, path: str, timeout_s: float = 600.0) -> None:
+        """Replace the weights of every server in place with the model folder at `path` (vLLM's dev-mode RPC).
+
+        The prefix cache holds keys and values computed with the old weights: it is emptied right after.
+        """
+        body = {"method": "reload_weights", "kwargs": {"weights_path": path}, "timeout": timeout_s}
+        for member in self._members:
+            await _request(member, "POST", "/collective_rpc", json=body)
+            await _request(member, "POST", "/reset_prefix_cache")
 
     async def _request(self, method: str, path: str, *, json: Any | None = None) -> Any:
-        try:
-            response = await self._http.request(method, path, json=json)
-        except httpx.TransportError as error:
-            raise _unavailable(error) from error
-        if response.status_code >= 400:
-            raise _rejected(response)
-        if not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError:
-            return {"text": response.text}
+        return await _request(self._http, method, path, json=json)
+
+
+async def _request(http: httpx.AsyncClient, method: str, path: str, *, json: Any | None = None) -> Any:
+    try:
+        response = await http.request(method, path, json=json)
+    except httpx.TransportError as error:
+        raise _unavailable(error) from error
+    if response.status_code >= 400:
+        raise _rejected(response)
+    if not response.content:
+        return {}
+    try:
+        return response.json()
+    except ValueError:
+        return {"text": response.text}
+
+
+async def _healthy(http: httpx.AsyncClient) -> bool:
+    try:
+        response = await http.get("/health", timeout=5.0)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+async def _models(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    data = await _request(http, "GET", "/v1/models")
+    return list(data.get("data", []))
+
+
+async def _ensure_on(http: httpx.AsyncClient, *, name: str, path: str) -> None:
+    try:
+        await _request(http, "POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+    except EngineRejected as error:
+        if "already been loaded" not in error.message:
+            raise
+        served = {model["id"]: model.get("root") for model in await _models(http)}
+        if served.get(name) != path:
+            await _request(http, "POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+            await _request(http, "POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+    # The server's own word that it now serves `name` from `path`, before any request is sent to it.
+    served = {model["id"]: model.get("root") for model in await _models(http)}
+    if served.get(name) != path:
+        raise EngineRejected(f"the model server did not list adapter {name} after loading it")
 
 
 def _unavailable(error: Exception) -> EngineUnavailable:

@@ -41,6 +41,9 @@ class EngineConfig:
     cpu_kv_cache_gib: int
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    # False for the engine that serves the active version merged into its weights: no LoRA slots (the base
+    # speed), and vLLM's dev-mode routes on, for the in-place weight reload (`/collective_rpc`). Loopback only.
+    lora: bool = True
     # The program to run instead of vLLM's server, with everything else as for vLLM (tests start a stand-in).
     launch_command: list[str] | None = None
 
@@ -60,9 +63,8 @@ class EngineConfig:
             "--port", str(self.port),
             "--dtype", self.dtype,
             "--max-model-len", str(self.max_model_len),
-            "--enable-lora",
-            "--max-lora-rank", str(self.max_lora_rank),
-            "--max-loras", str(self.max_loras),
+            *(["--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras)]
+              if self.lora else []),
             "--disable-uvicorn-access-log",
             *self.extra_args,
         ]  # fmt: skip
@@ -70,7 +72,10 @@ class EngineConfig:
     def environment(self) -> dict[str, str]:
         # Not the service's whole environment: vLLM needs no Slack token, database URL or TUNELOOP_ setting.
         env = child_environment()
-        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.lora:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        else:
+            env["VLLM_SERVER_DEV_MODE"] = "1"  # /collective_rpc and /reset_prefix_cache, for reload_weights
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kv_cache_gib))
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TRANSFORMERS_OFFLINE", "1")

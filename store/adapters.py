@@ -1,9 +1,15 @@
-"""Adapter versions and which one serves. Exactly one row is active; "base" means no adapter."""
+"""Adapter versions and which one serves. At most one row is active (a unique index says so); "base" means no adapter.
+
+Every service process follows the active row: on PostgreSQL a change is also announced on the
+`ACTIVE_CHANNEL` notification channel in the same transaction, so listeners hear it as it commits.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from store.models import BASE_VERSION, AdapterStatus, AdapterVersion, utcnow
@@ -19,7 +25,15 @@ def ensure_base_version(*, session: Session) -> AdapterVersion:
         base.status = AdapterStatus.active
         base.promoted_at = utcnow()
     session.add(base)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another process started at the same moment and wrote it first: theirs is the same row.
+        session.rollback()
+        stored = get_version(session=session, version=BASE_VERSION)
+        if stored is None:
+            raise
+        return stored
     session.refresh(base)
     return base
 
@@ -58,23 +72,46 @@ def list_versions(*, session: Session) -> list[AdapterVersion]:
     return list(session.exec(select(AdapterVersion).order_by(col(AdapterVersion.id))).all())
 
 
+ACTIVE_CHANNEL = "tuneloop_active_version"
+
+
 def mark_active(*, session: Session, version: str, commit: bool = True) -> AdapterVersion:
-    """Make `version` the only active row, in one transaction.
+    """Make `version` the only active row, in one transaction, and announce it to the other processes.
 
     With `commit=False` the change is only flushed: the caller commits it together with its audit event.
+    Two processes promoting at once: the unique index refuses the second commit (IntegrityError); the caller
+    decides whether to try again on what the first one wrote.
     """
     target = get_version(session=session, version=version)
     if target is None:
         raise LookupError(f"adapter version {version} does not exist")
-    for row in session.exec(select(AdapterVersion).where(AdapterVersion.status == AdapterStatus.active)).all():
-        if row.version != version:
-            row.status = AdapterStatus.ready
-            session.add(row)
+    # The old row steps down before the new one steps up, in this order, or the unique index refuses the flush.
+    session.execute(
+        update(AdapterVersion)
+        .where(col(AdapterVersion.status) == AdapterStatus.active, col(AdapterVersion.version) != version)
+        .values(status=AdapterStatus.ready)
+        .execution_options(synchronize_session="fetch")
+    )
+    session.flush()
     target.status = AdapterStatus.active
     target.promoted_at = utcnow()
     session.add(target)
+    session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered when (and only if) this transaction commits.
+        session.execute(text("SELECT pg_notify(:channel, :version)"), {"channel": ACTIVE_CHANNEL, "version": version})
     _save(session, target, commit=commit)
     return target
+
+
+def active_stamp(*, session: Session) -> tuple[str, str] | None:
+    """What serves and since when, in one cheap read: the key a process compares with what it serves."""
+    row = session.exec(
+        select(AdapterVersion.version, func.coalesce(AdapterVersion.promoted_at, AdapterVersion.created_at)).where(
+            AdapterVersion.status == AdapterStatus.active
+        )
+    ).first()
+    return None if row is None else (row[0], str(row[1]))
 
 
 def previous_active_version(*, session: Session) -> AdapterVersion | None:
@@ -95,6 +132,28 @@ def set_version_status(*, session: Session, version: str, status: str, commit: b
     adapter.status = status
     session.add(adapter)
     _save(session, adapter, commit=commit)
+    return adapter
+
+
+def set_pinned(*, session: Session, version: str, pinned: bool, commit: bool = True) -> AdapterVersion:
+    """Pin (retention keeps it whatever its age) or unpin a version; with `commit=False` the caller commits."""
+    adapter = get_version(session=session, version=version)
+    if adapter is None:
+        raise LookupError(f"adapter version {version} does not exist")
+    adapter.pinned = pinned
+    session.add(adapter)
+    _save(session, adapter, commit=commit)
+    return adapter
+
+
+def mark_pruned(*, session: Session, version: str) -> AdapterVersion:
+    """Record that retention removed the version's files; flushed only, the caller commits with its audit event."""
+    adapter = get_version(session=session, version=version)
+    if adapter is None:
+        raise LookupError(f"adapter version {version} does not exist")
+    adapter.pruned_at = utcnow()
+    session.add(adapter)
+    _save(session, adapter, commit=False)
     return adapter
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -106,6 +106,17 @@ class Correction(SQLModel, table=True):
 
 
 class AdapterVersion(SQLModel, table=True):
+    # The database, not each process, is the truth about what serves: at most one row is active.
+    __table_args__ = (
+        Index(
+            "uq_adapterversion_one_active",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     version: str = Field(unique=True, max_length=32)  # "base", "v0001", ...
     path: str | None = Field(default=None, sa_column=Column(Text))  # None for the base model
@@ -114,6 +125,10 @@ class AdapterVersion(SQLModel, table=True):
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     promoted_at: datetime | None = None
+    # Kept by retention whatever its age (set by an admin); the active and previous versions are kept anyway.
+    pinned: bool = Field(default=False)
+    # When retention removed its files; the row stays for the history (answers and audit events name it).
+    pruned_at: datetime | None = None
 
 
 class TrainingRun(SQLModel, table=True):

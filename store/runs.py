@@ -26,6 +26,11 @@ def list_runs(*, session: Session, limit: int = 20) -> list[TrainingRun]:
     return list(session.exec(select(TrainingRun).order_by(col(TrainingRun.id).desc()).limit(limit)).all())
 
 
+def all_runs(*, session: Session) -> list[TrainingRun]:
+    """Every run, oldest first (retention matches run folders to their records)."""
+    return list(session.exec(select(TrainingRun).order_by(col(TrainingRun.id))).all())
+
+
 def page_runs(*, session: Session, limit: int, before: int | None = None) -> Page[TrainingRun]:
     return newest_first(
         session=session, statement=select(TrainingRun), id_column=TrainingRun.id, limit=limit, before=before

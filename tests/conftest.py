@@ -74,6 +74,37 @@ def vllm_url(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def merged_vllm_url(base_model_dir: Path, vllm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second real vLLM server as tuneloop starts it for the merged active version: no LoRA, in-place reloads.
+
+    Started after `vllm_url` is healthy, so that the two never compile at the same time on two cores.
+    """
+    process = VLLMProcess(
+        EngineConfig(
+            model_dir=base_model_dir,
+            served_model_name="tuneloop-base",
+            host="127.0.0.1",
+            port=free_port(),
+            dtype="float32",
+            max_model_len=2048,
+            max_lora_rank=16,
+            max_loras=3,
+            cpu_kv_cache_gib=1,
+            log_path=tmp_path_factory.mktemp("vllm-merged") / "vllm.log",
+            lora=False,
+        )
+    )
+    process.start()
+    try:
+        asyncio.run(process.wait_healthy(timeout_s=600))
+    except Exception:
+        process.stop()
+        raise
+    yield process.config.base_url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
 def adapter_dirs(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three real LoRA adapters of the base model (random B weights, so each answers differently)."""
     import torch
@@ -187,6 +218,52 @@ def service(tmp_path: Path, base_model_dir: Path, vllm_url: str) -> Iterator[Run
     running = RunningService(make_settings(tmp_path, base_model_dir=base_model_dir, vllm_url=vllm_url)).start()
     yield running
     running.stop()
+
+
+class ServeProcess:
+    """`tuneloop serve` in its own OS process, on another service's database and vLLM server(s)."""
+
+    def __init__(self, settings: Settings, *, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.with_suffix(".log")
+        environment = {
+            **os.environ,
+            "TUNELOOP_DATA_DIR": str(data_dir),
+            "TUNELOOP_STORE__URL": settings.store_url,
+            "TUNELOOP_SERVING__PORT": str(self.port),
+            "TUNELOOP_SERVING__VLLM_URL": settings.vllm_base_url,
+            "TUNELOOP_SERVING__BASE_MODEL": str(settings.base_model_dir),
+            "TUNELOOP_SERVING__ADAPTER_PREFIX": settings.serving.adapter_prefix,
+            "TUNELOOP_TRAINING__NIGHTLY_ENABLED": "false",
+            "TUNELOOP_ACCESS__REVIEWERS": '["U_REVIEWER"]',
+            "TUNELOOP_ACCESS__ADMINS": '["U_ADMIN"]',
+            **env,
+        }
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "tuneloop"), "serve"],
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float = 120) -> ServeProcess:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process.poll() is None, self.log_path.read_text()[-2000:]
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"`tuneloop serve` was not healthy in {timeout_s:.0f} s"
+            time.sleep(0.2)  # polling the process's readiness, not standing in for an event
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._log.close()
 
 
 # The memory of reviewed answers off: answers show what the adapter alone has learnt (tests of training and gate).

@@ -1,4 +1,7 @@
-"""One training run: SFT (and optionally DPO) of a LoRA adapter with TRL on the CPU.
+"""One training run: SFT (and optionally DPO) of a LoRA adapter with TRL, on CUDA when there is one.
+
+The device follows the hardware (`choose_device`): CUDA with bfloat16 where torch sees a GPU that supports it,
+else the CPU in float32; `TrainSpec.device` (the `training.device` setting) forces either.
 
 Heavy libraries are imported inside the functions so that importing this module (for `TrainSpec`)
 stays cheap for the bot and the scheduler.
@@ -12,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -29,6 +32,7 @@ DEFAULT_TARGET_MODULES: tuple[str, ...] = (
 )
 _FORBIDDEN_MODULES = frozenset({"embed_tokens", "lm_head", "wte", "wpe"})
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(kw_only=True)
@@ -60,6 +64,20 @@ class TrainSpec:
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the KL anchor."})
     batch_size: int = field(default=8, metadata={"help": "Per-device train batch size (SFT and DPO)."})
     seed: int = field(default=42, metadata={"help": "Random seed for LoRA init and data order."})
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: CUDA (bfloat16 where supported) when torch sees a GPU, else CPU float32; cpu or cuda "
+            "force it (cuda fails when there is none)."
+        },
+    )
+    gpu_memory_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "The most of the GPU's memory this process may allocate, in (0, 1]; None: no cap. Leave "
+            "vLLM its --gpu-memory-utilization share."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.base_model:
@@ -89,6 +107,10 @@ class TrainSpec:
                 raise ValueError(f"{name} must be a positive number, got {value}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.device not in DEVICE_CHOICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
+        if self.gpu_memory_fraction is not None and not 0 < self.gpu_memory_fraction <= 1:
+            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -99,6 +121,35 @@ class TrainSpec:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object")
         return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainDevice:
+    """Where one run trains, in what precision, and why."""
+
+    kind: Literal["cpu", "cuda"]
+    dtype: Literal["float32", "bfloat16"]
+    reason: str
+
+
+def choose_device(requested: str) -> TrainDevice:
+    """CUDA with bfloat16 when torch sees a GPU that supports it, else the CPU in float32; `requested` forces one."""
+    import torch
+
+    if requested == "cpu":
+        return TrainDevice(kind="cpu", dtype="float32", reason="training.device=cpu")
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        raise ValueError(
+            f"training.device is cuda, but torch {torch.__version__} sees no CUDA device: check the GPU is visible "
+            "(nvidia-smi, CUDA_VISIBLE_DEVICES) and torch is a CUDA build, or set TUNELOOP_TRAINING__DEVICE=auto"
+        )
+    if not cuda:
+        return TrainDevice(kind="cpu", dtype="float32", reason="no CUDA device")
+    if torch.cuda.is_bf16_supported():
+        return TrainDevice(kind="cuda", dtype="bfloat16", reason="CUDA with bfloat16")
+    # Older GPUs (before Ampere): float32, which fp16's narrow range cannot break.
+    return TrainDevice(kind="cuda", dtype="float32", reason="CUDA without bfloat16 support")
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -182,7 +233,7 @@ def _progress_callback(stage: str, report: Report) -> Any:
     return ProgressCallback()
 
 
-def _common_args(spec: TrainSpec, epochs: int, learning_rate: float) -> dict[str, Any]:
+def _common_args(spec: TrainSpec, epochs: int, learning_rate: float, device: TrainDevice) -> dict[str, Any]:
     return {
         "output_dir": spec.output_dir,
         "num_train_epochs": epochs,
@@ -193,8 +244,8 @@ def _common_args(spec: TrainSpec, epochs: int, learning_rate: float) -> dict[str
         "warmup_steps": 0,
         "seed": spec.seed,
         "data_seed": spec.seed,
-        "use_cpu": True,
-        "bf16": False,
+        "use_cpu": device.kind == "cpu",
+        "bf16": device.dtype == "bfloat16",
         "fp16": False,
         "gradient_checkpointing": False,
         "report_to": "none",
@@ -243,11 +294,15 @@ def train(spec: TrainSpec, *, report: Report) -> dict[str, Any]:
     dpo_rows = read_jsonl(spec.dpo_path) if spec.dpo_path else []
     _check_rows(dpo_rows, ("prompt", "chosen", "rejected"), spec.dpo_path or "")
 
+    device = choose_device(spec.device)
+    if device.kind == "cuda" and spec.gpu_memory_fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(spec.gpu_memory_fraction)
     torch.manual_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    base = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32)
+    # The frozen base in the run's precision; PEFT keeps the LoRA weights in float32 (autocast_adapter_dtype).
+    base = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=getattr(torch, device.dtype))
 
     if spec.init_adapter:
         verify_adapter(spec.init_adapter)
@@ -265,7 +320,7 @@ def train(spec: TrainSpec, *, report: Report) -> dict[str, Any]:
 
     started = time.monotonic()
     sft_args = SFTConfig(
-        **_common_args(spec, spec.sft_epochs, spec.sft_learning_rate),
+        **_common_args(spec, spec.sft_epochs, spec.sft_learning_rate, device),
         max_length=1024,
         packing=False,
         completion_only_loss=True,
@@ -289,13 +344,19 @@ def train(spec: TrainSpec, *, report: Report) -> dict[str, Any]:
             "seconds": round(time.monotonic() - started, 1),
         },
         "dpo": None,
+        "device": {
+            "kind": device.kind,
+            "dtype": device.dtype,
+            "reason": device.reason,
+            "name": torch.cuda.get_device_name() if device.kind == "cuda" else "cpu",
+        },
     }
     trained: Any = sft.model
 
     if dpo_rows and spec.dpo_epochs > 0:
         started = time.monotonic()
         dpo_args = DPOConfig(
-            **_common_args(spec, spec.dpo_epochs, spec.dpo_learning_rate),
+            **_common_args(spec, spec.dpo_epochs, spec.dpo_learning_rate, device),
             beta=spec.dpo_beta,
             max_length=1024,
         )

@@ -49,6 +49,8 @@ from tuneloop.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from tuneloop.retention import RetentionPlan
+
 app = typer.Typer(
     help="tuneloop: a self-hosted LLM that learns from its users' feedback.",
     no_args_is_help=True,
@@ -64,6 +66,11 @@ app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(token_app, name="token")
 app.add_typer(memory_app, name="memory")
+retention_app = typer.Typer(
+    help="Pruning old run folders, adapters and logs by the retention policy (run on the service's host).",
+    no_args_is_help=True,
+)
+app.add_typer(retention_app, name="retention")
 adapters_app = typer.Typer(help="Adapter versions (admins only).")
 app.add_typer(adapters_app, name="adapters")
 console = Console()
@@ -187,7 +194,7 @@ def serve() -> None:
 
     configure_logging()
     settings = Settings()
-    if settings.serving.vllm_url is None:  # an external vLLM has its own copy of the model
+    if not settings.external_vllm:  # an external vLLM has its own copy of the model
         try:
             check_model_folder(settings.base_model_dir, custom=settings.serving.base_model is not None)
         except BaseModelError as error:
@@ -212,8 +219,12 @@ def serve() -> None:
     console.print(f"  base model: {settings.base_model_dir}")
     console.print(
         f"  vLLM:       {settings.vllm_base_url}"
-        + (f"  (log: {settings.data_dir / 'logs' / 'vllm.log'})" if service.vllm else "  (external)")
+        + (f"  (log: {settings.logs_dir / 'vllm.log'})" if service.vllm else "  (external)")
     )
+    if service.services.registry.merged is not None:
+        console.print(
+            f"  merged:     {service.services.registry.merged.client.base_url}  (the active version at base speed)"
+        )
     console.print(f"  nightly:    {service.services.info['nightly']}")
     console.print(f"  Slack:      {service.services.info['slack']} ({service.services.info['slack_mode']})")
     # log_config=None: uvicorn's loggers go through our logfmt handler instead of handlers of its own.
@@ -340,6 +351,108 @@ def token_revoke(
         {"id": row.id, "user": row.user_id, "revoked": True},
         f"token {row.id} of {escape(row.user_id)} revoked",
     )
+
+
+# --- retention (run on the service's host, against its data dir and database) ------------------------------
+@retention_app.command("show")
+def retention_show(as_json: JsonOpt = False) -> None:
+    """What `retention run` would remove now, with sizes and reasons; removes nothing."""
+    from tuneloop.retention import plan_retention
+
+    settings, engine = _local_store(as_json)
+    plan = plan_retention(settings=settings, engine=engine)
+    if as_json:
+        print(plan.model_dump_json())
+        return
+    _print_retention(plan, verb="would free")
+
+
+@retention_app.command("run")
+def retention_run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go, like `show`; remove nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove what the policy says (audited as retention.prune). Refused while a tuning cycle runs."""
+    from serving.errors import TuneloopError
+    from tuneloop.retention import host_actor, prune
+
+    settings, engine = _local_store(as_json)
+    try:
+        if as_json:
+            report = prune(settings=settings, engine=engine, actor=host_actor(), source="cli", dry_run=dry_run)
+        else:
+            with console.status("pruning…" if not dry_run else "planning…"):
+                report = prune(settings=settings, engine=engine, actor=host_actor(), source="cli", dry_run=dry_run)
+    except TuneloopError as error:
+        _fail(as_json, error.code, error.message, error.hint)
+    if as_json:
+        print(report.model_dump_json())
+    elif dry_run:
+        _print_retention(report.plan, verb="would free")
+    else:
+        _print_retention(report.plan, verb="freed", freed=report.freed_bytes)
+        for failure in report.failed:
+            err_console.print(f"[red]not removed:[/] {escape(failure.path)}: {escape(failure.error)}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@retention_app.command("pin")
+def retention_pin(
+    version: Annotated[str, typer.Argument(help="A version shown by `tuneloop adapters`.")], as_json: JsonOpt = False
+) -> None:
+    """Keep VERSION's files whatever the policy says (audited as adapter.pin)."""
+    _pin(version, pinned=True, as_json=as_json)
+
+
+@retention_app.command("unpin")
+def retention_unpin(
+    version: Annotated[str, typer.Argument(help="A pinned version.")], as_json: JsonOpt = False
+) -> None:
+    """Let the policy prune VERSION again, unless it is active or previous (audited as adapter.unpin)."""
+    _pin(version, pinned=False, as_json=as_json)
+
+
+def _pin(version: str, *, pinned: bool, as_json: bool) -> None:
+    from serving.errors import TuneloopError
+    from tuneloop.retention import host_actor, set_pinned
+
+    _settings, engine = _local_store(as_json)
+    try:
+        row = set_pinned(engine=engine, version=version[:32], pinned=pinned, actor=host_actor(), source="cli")
+    except TuneloopError as error:
+        _fail(as_json, error.code, error.message, error.hint)
+    _emit(
+        as_json,
+        {"version": row.version, "pinned": row.pinned},
+        f"{row.version} {'pinned: retention keeps it' if row.pinned else 'unpinned'}",
+    )
+
+
+def _print_retention(plan: RetentionPlan, *, verb: str, freed: int | None = None) -> None:
+    p = plan.policy
+    console.print(
+        f"policy: older than {p.keep_days} days and beyond the newest {p.keep_runs} runs, {p.keep_rejected} rejected "
+        f"and {p.keep_superseded} other adapters; logs up to {_bytes(p.keep_log_bytes)}"
+    )
+    for kept in plan.kept:
+        console.print(f"  kept      {escape(kept.version):<10} {', '.join(kept.reasons)}")
+    if not plan.items:
+        console.print("nothing to prune")
+        return
+    table = Table("kind", "path", "size", "why")
+    for item in plan.items:
+        table.add_row(item.kind, escape(item.path), _bytes(item.bytes), escape(item.reason))
+    console.print(table)
+    console.print(f"{len(plan.items)} item{'s' if len(plan.items) != 1 else ''}, {verb} {_bytes(freed or plan.bytes)}")
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000  # type: ignore[assignment]
+    return f"{count} B"
 
 
 def _local_store(as_json: bool) -> tuple[Settings, Engine]:
@@ -597,9 +710,10 @@ def adapters(ctx: typer.Context, token: TokenOpt = "", url: UrlOpt = DEFAULT_URL
         training = (v.metrics.get("training") or {}).get("sft") or {}
         counts = v.metrics.get("counts") or {}
         loss = training.get("train_loss")
+        status = v.status + (" · pinned" if v.pinned else "") + (" · pruned" if v.pruned_at else "")
         table.add_row(
             f"[bold green]{v.version} ●[/]" if v.active else v.version,
-            v.status,
+            status,
             str(v.run_id or ("imported" if "import" in v.metrics else "-")),
             f"{loss:.3f}" if loss is not None else "-",
             str(counts.get("sft_rows", "-")),

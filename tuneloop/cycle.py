@@ -569,6 +569,8 @@ class TuningCycle:
             dpo_beta=t.dpo_beta,
             batch_size=t.batch_size,
             seed=t.seed,
+            device=t.device,
+            gpu_memory_fraction=t.gpu_memory_fraction,
         )
 
     def _progress_reporter(self, run_id: int) -> Any:

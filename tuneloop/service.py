@@ -25,12 +25,15 @@ from serving.engine import EngineConfig, VLLMProcess
 from serving.errors import TuneloopError
 from serving.feedback import FeedbackService
 from serving.memory import ReviewedMemory
+from serving.merged import MergedEngine
 from serving.metrics import ServiceMetrics, StoredState
 from serving.notify import AdminEvents
 from serving.registry import AdapterRegistry
+from serving.replicas import ActiveVersionWatcher, FollowSettings
 from store.db import make_engine, migrate
 from tuneloop.base_model import BaseModelError, check_model_folder
 from tuneloop.cycle import CYCLE_LOCK, LOCK_TTL_S, TuningCycle
+from tuneloop.retention import prune_after_nightly
 from tuneloop.scheduler import build_scheduler
 from tuneloop.settings import Settings
 
@@ -76,9 +79,34 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_lora_rank=s.max_lora_rank,
         max_loras=s.max_loras,
         cpu_kv_cache_gib=s.cpu_kv_cache_gib,
-        log_path=settings.data_dir / "logs" / "vllm.log",
+        log_path=settings.logs_dir / "vllm.log",
         extra_args=s.extra_vllm_args,
     )
+
+
+def merged_engine_config(settings: Settings) -> EngineConfig:
+    """The second engine: the same model without LoRA slots, whose weights become the active version's."""
+    config = engine_config(settings)
+    config.port = settings.serving.merged_vllm_port
+    config.lora = False
+    config.log_path = settings.data_dir / "logs" / "vllm-merged.log"
+    return config
+
+
+def merged_engine(settings: Settings) -> tuple[MergedEngine | None, VLLMProcess | None]:
+    """The merged engine and, when this service starts it, its process; (None, None) when it is off."""
+    s = settings.serving
+    if not s.merged_active or (settings.external_vllm and s.merged_vllm_url is None):
+        return None, None
+    process = None if s.merged_vllm_url else VLLMProcess(merged_engine_config(settings))
+    url = s.merged_vllm_url or merged_engine_config(settings).base_url
+    merged = MergedEngine(
+        client=InferenceClient(url, timeout_s=s.request_timeout_s),
+        model_name=s.served_model_name,
+        base_model_dir=settings.base_model_dir.resolve(),
+        merged_dir=settings.data_dir / "merged",
+    )
+    return merged, process
 
 
 def access_policy(settings: Settings) -> AccessPolicy:
@@ -97,12 +125,14 @@ def access_policy(settings: Settings) -> AccessPolicy:
 def build_service(settings: Settings) -> Service:
     migrate(settings.store_url)
     engine = make_engine(settings.store_url)
-    client = InferenceClient(settings.vllm_base_url, timeout_s=settings.serving.request_timeout_s)
+    client = InferenceClient(settings.vllm_base_urls, timeout_s=settings.serving.request_timeout_s)
+    merged, merged_process = merged_engine(settings)
     registry = AdapterRegistry(
         client=client,
         engine=engine,
         base_model_name=settings.serving.served_model_name,
         prefix=settings.serving.adapter_prefix,
+        merged=merged,
     )
     access = access_policy(settings)
     events = AdminEvents()  # promotions, rollbacks, rejections, failed cycles: to the admins' channel if any
@@ -132,7 +162,7 @@ def build_service(settings: Settings) -> Service:
             max_completion_choices=settings.serving.max_completion_choices,
         ),
     )
-    vllm = None if settings.serving.vllm_url else VLLMProcess(engine_config(settings))
+    vllm = None if settings.external_vllm else VLLMProcess(engine_config(settings))
     services = Services(
         engine=engine,
         client=client,
@@ -175,6 +205,13 @@ def build_service(settings: Settings) -> Service:
         StoredState(engine=engine, active_version=lambda: registry.active.version, engine_up=services.ready.is_set)
     )
 
+    watcher = ActiveVersionWatcher(
+        registry=registry,
+        engine=engine,
+        ready=services.ready,
+        settings=FollowSettings(poll_interval_s=settings.serving.replica_poll_interval_s),
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if access.mode == "open":
@@ -182,10 +219,21 @@ def build_service(settings: Settings) -> Service:
         elif access.mode == "no admins":
             log.warning("access.no_admins: admin actions are refused until TUNELOOP_ACCESS__ADMINS names someone")
         cycle.fail_interrupted_runs()
-        scheduler = build_scheduler(cycle=cycle, crontab=settings.training.nightly_cron)
+        scheduler = build_scheduler(
+            cycle=cycle,
+            crontab=settings.training.nightly_cron,
+            after_cycle=lambda: asyncio.to_thread(prune_after_nightly, settings=settings, engine=engine),
+        )
         if settings.training.nightly_enabled:
             scheduler.start()
         keeper = asyncio.create_task(_keep_engine(services, vllm, settings))
+        # Promotions and rollbacks made by any process on this database reach this one's registry.
+        follower = asyncio.create_task(watcher.run())
+        merged_keeper = (
+            asyncio.create_task(_keep_merged_engine(services, merged, merged_process, settings))
+            if merged is not None
+            else None
+        )
         # The embedder's weights and the memory's index load now, not on the first question after a start.
         warming = asyncio.create_task(_warm_memory(services.memory))
         socket_mode = None
@@ -200,18 +248,24 @@ def build_service(settings: Settings) -> Service:
         finally:
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in (merged_keeper, follower, keeper):
+                if task is None:
+                    continue
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await warming
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             # Notices already published (a promotion just before shutdown) still reach the admins' channel.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(events.wait_idle(), timeout=10)
-            if vllm is not None:
-                await asyncio.to_thread(vllm.stop)
+            for process in (vllm, merged_process):
+                if process is not None:
+                    await asyncio.to_thread(process.stop)
             await client.aclose()
+            if merged is not None:
+                await merged.client.aclose()
             engine.dispose()
 
     app = build_api(services, lifespan=lifespan, max_body_bytes=settings.serving.max_body_bytes)
@@ -269,6 +323,41 @@ async def _keep_engine(services: Services, vllm: VLLMProcess | None, settings: S
             await asyncio.to_thread(vllm.stop)
         delay = backoff.next_delay()
         log.info("engine.retry_in seconds=%.0f attempt=%d", delay, backoff.failures)
+        await asyncio.sleep(delay)  # backing off before the next start, not synchronisation
+
+
+async def _keep_merged_engine(
+    services: Services, merged: MergedEngine, process: VLLMProcess | None, settings: Settings
+) -> None:
+    """Start the merged engine, give it the active version's weights, and again whenever it dies.
+
+    While it is down or reloading, the active version is served through LoRA on the main engine.
+    """
+    backoff = RestartBackoff()
+    while True:
+        try:
+            if process is not None:
+                process.start()
+                waited = await process.wait_healthy(timeout_s=settings.serving.startup_timeout_s)
+                log.info("merged_engine.ready url=%s seconds=%.1f", merged.client.base_url, waited)
+            elif not await merged.client.healthy():
+                raise TuneloopError(f"the merged vLLM server at {merged.client.base_url} is not healthy")
+            merged.forget()  # a fresh start holds the base weights, whatever it served before
+            await services.ready.wait()  # the registry knows the active version once the main engine is up
+            services.registry.sync_merged()
+            backoff.reset()
+            while (process is None or process.running) and await merged.client.healthy():
+                await asyncio.sleep(PROBE_INTERVAL_S)  # a liveness probe interval, not synchronisation
+            log.error("merged_engine.down action=restart: the active version is served through LoRA meanwhile")
+        except TuneloopError as error:
+            log.error("merged_engine.unavailable error=%s hint=%s", error.message, error.hint or "-")
+        except Exception:
+            log.exception("merged_engine.unexpected_error")
+        merged.forget()
+        if process is not None:
+            await asyncio.to_thread(process.stop)
+        delay = backoff.next_delay()
+        log.info("merged_engine.retry_in seconds=%.0f attempt=%d", delay, backoff.failures)
         await asyncio.sleep(delay)  # backing off before the next start, not synchronisation
 
 

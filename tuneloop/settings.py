@@ -28,6 +28,29 @@ class ServingSettings(BaseModel):
     vllm_url: str | None = Field(
         default=None, description="Use an already running vLLM server instead of starting one."
     )
+    vllm_urls: list[str] = Field(
+        default_factory=list,
+        description="Several running vLLM servers (replicas): requests go to each in turn; a version is loaded "
+        "and confirmed on every one before traffic moves to it. Overrides vllm_url.",
+    )
+    merged_active: bool = Field(
+        default=True,
+        description="Serve the active version merged into the weights of a second vLLM engine without LoRA "
+        "(the base model's speed); candidates, the gate and rollbacks stay on the LoRA engine.",
+    )
+    merged_vllm_port: int = 8101
+    merged_vllm_url: str | None = Field(
+        default=None,
+        description="An already running vLLM without --enable-lora and with VLLM_SERVER_DEV_MODE=1, for the "
+        "merged active version. With an external vllm_url and no merged_vllm_url, no merged engine runs.",
+    )
+    replica_poll_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="How often a process checks the store's active version (SQLite). PostgreSQL is notified "
+        "at once and only polls every few seconds as a safety net.",
+    )
     base_model: Path | None = Field(
         default=None, description="Any local Hugging Face model folder. Unset: the bundled SmolLM2-135M."
     )
@@ -103,12 +126,53 @@ class TrainingSettings(BaseModel):
         "domain's are still redacted.",
     )
     seed: int = 1234
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="auto: CUDA with bfloat16 when torch sees a GPU (float32 where bfloat16 is unsupported), else "
+        "the CPU in float32; cpu or cuda force it (cuda fails the cycle, with the reason, when there is none).",
+    )
+    gpu_memory_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="The most of the GPU's memory the trainer may allocate; None: no cap. With vLLM on the same GPU, "
+        "at most 1 - its --gpu-memory-utilization (docs/deployment.md).",
+    )
 
     @field_validator("company_email_domains")
     @classmethod
     def _plain_domains(cls, domains: list[str]) -> list[str]:
         # "@acme.example" and "ACME.example." are the same domain as "acme.example".
         return [d.strip().lstrip("@").rstrip(".").lower() for d in domains if d.strip().lstrip("@").rstrip(".")]
+
+
+class RetentionSettings(BaseModel):
+    """What `tuneloop retention run` (and the nightly job after its cycle) removes under the data dir.
+
+    Never removed: the active version, the previous one (instant rollback), pinned versions, and the run
+    folders of the versions that stay. Anything else goes only when it is past *both* its age and its count.
+    """
+
+    nightly: bool = Field(default=True, description="Prune after every nightly job (after its cycle, if one ran).")
+    keep_days: int = Field(default=30, ge=0, description="Nothing younger than this many days is pruned.")
+    keep_runs: int = Field(
+        default=20, ge=0, description="The newest run folders (var/runs/run-NNNN) kept whatever their age."
+    )
+    keep_rejected: int = Field(
+        default=5, ge=0, description="The newest adapters the gate rejected, kept whatever their age."
+    )
+    keep_superseded: int = Field(
+        default=5,
+        ge=0,
+        description="The newest other adapters (served once and replaced, or imported and never served) kept "
+        "whatever their age, beside the active, previous and pinned ones.",
+    )
+    keep_log_bytes: int = Field(
+        default=200_000_000,
+        ge=1_000_000,
+        description="The most the logs folder (vLLM's log) may hold: older logs go first, then the live log is "
+        "cut to its newest quarter.",
+    )
 
 
 class AccessSettings(BaseModel):
@@ -142,6 +206,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     # Slack's own variable names are accepted beside the TUNELOOP_SLACK__* ones.
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
@@ -170,9 +235,23 @@ class Settings(BaseSettings):
         return self.data_dir / "runs"
 
     @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
     def base_model_dir(self) -> Path:
         return self.serving.base_model or self.models_dir / DEFAULT_BASE_MODEL_DIRNAME
 
     @property
     def vllm_base_url(self) -> str:
         return self.serving.vllm_url or f"http://{self.serving.vllm_host}:{self.serving.vllm_port}"
+
+    @property
+    def vllm_base_urls(self) -> list[str]:
+        """Every vLLM server this service sends requests to (one unless `serving.vllm_urls` lists several)."""
+        return list(self.serving.vllm_urls) or [self.vllm_base_url]
+
+    @property
+    def external_vllm(self) -> bool:
+        """True when vLLM runs elsewhere: the service starts no vLLM of its own."""
+        return bool(self.serving.vllm_url or self.serving.vllm_urls)

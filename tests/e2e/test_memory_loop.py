@@ -6,9 +6,6 @@ Real vLLM with the real SmolLM2-135M, the bundled MiniLM, real SQLite; a second 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ from sqlmodel import select
 from store import memory as memory_repo
 from store.db import session_scope
 from store.models import Correction, Interaction, MemoryWording
-from tests.conftest import ApiCaller, RunningService, free_port
+from tests.conftest import ApiCaller, RunningService, ServeProcess
 from tests.e2e.memory_facts import FACTS, GENERAL
 
 pytestmark = pytest.mark.slow
@@ -50,39 +47,9 @@ def stored_texts(service: RunningService) -> str:
 @pytest.fixture
 def second_process(service: RunningService, tmp_path: Path) -> Iterator[str]:
     """`tuneloop serve` in its own process, on the first service's database and vLLM server."""
-    port = free_port()
-    settings = service.settings
-    env = {
-        **os.environ,
-        "TUNELOOP_DATA_DIR": str(tmp_path / "second"),
-        "TUNELOOP_STORE__URL": settings.store_url,
-        "TUNELOOP_SERVING__PORT": str(port),
-        "TUNELOOP_SERVING__VLLM_URL": settings.vllm_base_url,
-        "TUNELOOP_SERVING__BASE_MODEL": str(settings.base_model_dir),
-        "TUNELOOP_SERVING__ADAPTER_PREFIX": settings.serving.adapter_prefix,
-        "TUNELOOP_TRAINING__NIGHTLY_ENABLED": "false",
-        "TUNELOOP_ACCESS__REVIEWERS": '["U_REVIEWER"]',
-        "TUNELOOP_ACCESS__ADMINS": '["U_ADMIN"]',
-    }
-    log = (tmp_path / "second.log").open("w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tuneloop"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, (tmp_path / "second.log").read_text()[-2000:]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the second service did not become healthy in 120 s"
-        time.sleep(0.2)  # polling the second process's readiness, not standing in for an event
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    process = ServeProcess(service.settings, data_dir=tmp_path / "second").wait_ready()
+    yield process.url
+    process.stop()
 
 
 def test_a_reviewed_answer_reaches_new_wordings_at_once(service: RunningService) -> None:

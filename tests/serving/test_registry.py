@@ -138,3 +138,64 @@ async def test_an_answer_after_vllm_forgot_its_adapters_reloads_them_and_records
     with session_scope(engine) as session:
         stored = interaction_repo.get_interaction(session=session, interaction_id=answer.interaction_id)
     assert stored is not None and stored.status == "answered" and stored.adapter_version == "v0001"
+
+
+# --- the store is the one truth: several processes follow it ---------------------------------------------------
+
+
+def registry_beside(registry: AdapterRegistry, engine: Engine) -> AdapterRegistry:
+    """What another service process on the same database and vLLM server holds: its own registry."""
+    return AdapterRegistry(
+        client=registry._client, engine=engine, base_model_name="tuneloop-base", prefix=registry._prefix
+    )
+
+
+async def test_a_promotion_racing_a_restore_leaves_the_promoted_version_active(
+    registry: AdapterRegistry, engine: Engine
+) -> None:
+    # The restore starts first (as after a vLLM restart) and reads the store before the promotion commits.
+    _restored, promoted = await asyncio.gather(registry.restore(), registry.promote("v0001"))
+    assert promoted.version == "v0001"
+    assert registry.active.version == "v0001"
+    assert active_in_store(engine) == ["v0001"]
+    # And the other order: a restore after the promotion reads what the promotion stored.
+    await asyncio.gather(registry.promote("v0002"), registry.restore())
+    assert registry.active.version == "v0002" and registry.previous is not None
+    assert registry.previous.version == "v0001"
+
+
+async def test_another_process_follows_a_promotion_and_a_rollback(registry: AdapterRegistry, engine: Engine) -> None:
+    other = registry_beside(registry, engine)
+    await other.restore()
+    assert await other.follow_store() is False  # nothing changed since it restored
+
+    await registry.promote("v0001")
+    assert await other.follow_store() is True
+    assert other.active.version == "v0001"
+    assert other.served_name("v0001") in await served_models(other)
+
+    await registry.promote("v0002")
+    await other.follow_store()
+    assert other.active.version == "v0002"
+    assert other.previous is not None and other.previous.version == "v0001"  # loaded there for an instant rollback
+
+    await other.rollback()  # made in the other process this time
+    assert await registry.follow_store() is True
+    assert registry.active.version == "v0001"
+    assert active_in_store(engine) == ["v0001"]
+
+
+async def test_a_version_another_process_promoted_that_cannot_load_here_leaves_serving_as_it_was(
+    registry: AdapterRegistry, engine: Engine, tmp_path: Path
+) -> None:
+    await registry.promote("v0001")
+    # The other process promoted a version whose files this host cannot read (a folder that is not shared).
+    with session_scope(engine) as session:
+        adapter_repo.register_version(session=session, version="v0008", path=str(tmp_path / "absent"), run_id=None)
+        adapter_repo.mark_active(session=session, version="v0008")
+    assert await registry.follow_store() is False
+    assert registry.active.version == "v0001"
+    async with registry.use() as adapter:  # requests go on, to the version that can serve
+        assert adapter.version == "v0001"
+    # Not tried again on every poll: only after the pause.
+    assert await registry.follow_store(retry_after_s=3600) is False

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic import command
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from store import adapters as repo
+from store.db import alembic_config, make_engine, migrate, session_scope
 from store.models import BASE_VERSION, AdapterStatus, AdapterVersion
 from store.runs import create_run
 
@@ -184,17 +189,6 @@ def test_mark_active_on_the_active_version_keeps_it_active(session):
     assert _active(session) == [BASE_VERSION]
 
 
-def test_mark_active_repairs_several_active_rows(session):
-    """Even if the table somehow holds two active rows, promoting leaves exactly one."""
-    _register(session, "v0001")
-    _register(session, "v0002")
-    _register(session, "v0003")
-    repo.set_version_status(session=session, version="v0001", status=AdapterStatus.active)
-    repo.set_version_status(session=session, version="v0002", status=AdapterStatus.active)
-    repo.mark_active(session=session, version="v0003")
-    assert _active(session) == ["v0003"]
-
-
 def test_mark_active_does_not_unreject(session, fresh_session):
     _register(session, "v0001")
     _register(session, "v0002")
@@ -283,3 +277,101 @@ def test_set_version_status(session, fresh_session):
 def test_set_version_status_unknown_raises_lookup_error(session):
     with pytest.raises(LookupError):
         repo.set_version_status(session=session, version="v0404", status=AdapterStatus.rejected)
+
+
+# --- one active version, enforced by the database ------------------------------------------------------------
+
+
+def test_the_database_refuses_a_second_active_row(session: Session) -> None:
+    repo.ensure_base_version(session=session)
+    repo.register_version(session=session, version="v0001", path="/a/v1", run_id=None)
+    row = repo.get_version(session=session, version="v0001")
+    assert row is not None
+    row.status = AdapterStatus.active  # written behind mark_active's back: base is still active
+    session.add(row)
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+    assert [v.version for v in repo.list_versions(session=session) if v.status == AdapterStatus.active] == ["base"]
+
+
+def test_promotions_from_two_connections_at_once_leave_exactly_one_active(engine: Engine, backend: str) -> None:
+    """Two service processes promote in the same instant: one wins the race, the other fails or goes after it."""
+    with session_scope(engine) as session:
+        repo.ensure_base_version(session=session)
+        for number in (1, 2):
+            repo.register_version(session=session, version=f"v000{number}", path=f"/a/v{number}", run_id=None)
+    first = Session(engine, expire_on_commit=False)
+    repo.mark_active(session=first, version="v0001", commit=False)  # holds its transaction open
+
+    def promote_second() -> str:
+        with session_scope(engine) as second:
+            try:
+                repo.mark_active(session=second, version="v0002")
+            except IntegrityError:
+                return "refused"
+            return "committed"
+
+    with ThreadPoolExecutor(1) as pool:
+        second_outcome = pool.submit(promote_second)
+        if backend == "postgresql":
+            _wait_until_a_transaction_waits_on_a_lock(engine)
+        assert not second_outcome.done()  # SQLite: its write waits for the first one's write lock
+        first.commit()
+        first.close()
+        outcome = second_outcome.result(timeout=60)
+
+    with session_scope(engine) as session:
+        active = [v.version for v in repo.list_versions(session=session) if v.status == AdapterStatus.active]
+    # SQLite serialises whole transactions, so the second one reads the first's result and goes after it;
+    # PostgreSQL's second UPDATE did not see v0001 become active, and the unique index refuses it.
+    assert outcome == ("committed" if backend == "sqlite" else "refused")
+    assert active == (["v0002"] if outcome == "committed" else ["v0001"])
+
+
+def _wait_until_a_transaction_waits_on_a_lock(engine: Engine, timeout_s: float = 30) -> None:
+    """PostgreSQL says when a backend is blocked on a lock: the race this test is about is then really on."""
+    deadline = time.monotonic() + timeout_s
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar_one() > 0:
+                return
+        assert time.monotonic() < deadline, "the second promotion never waited on the first one's lock"
+        time.sleep(0.01)  # polling the server's own view of the lock, not standing in for it
+
+
+def test_active_stamp_changes_with_every_promotion_and_rollback(session: Session) -> None:
+    repo.ensure_base_version(session=session)
+    repo.register_version(session=session, version="v0001", path="/a/v1", run_id=None)
+    stamps = [repo.active_stamp(session=session)]
+    repo.mark_active(session=session, version="v0001")
+    stamps.append(repo.active_stamp(session=session))
+    repo.mark_active(session=session, version="base")
+    stamps.append(repo.active_stamp(session=session))
+    assert [s[0] for s in stamps if s] == ["base", "v0001", "base"]
+    assert len(set(stamps)) == 3, "a rollback to base must not look like the base that served at first"
+
+
+def test_an_old_store_with_two_active_rows_keeps_the_latest_promoted_one(empty_db_url: str, db_url: str) -> None:
+    engine = make_engine(empty_db_url)
+    try:
+        command.downgrade(alembic_config(empty_db_url), "0005")
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM adapterversion"))
+            for number, promoted in ((1, "2026-01-01"), (2, "2026-02-01"), (3, None)):
+                conn.execute(
+                    text(
+                        "INSERT INTO adapterversion (version, path, status, metrics, created_at, promoted_at) "
+                        "VALUES (:v, '/a', 'active', '{}', '2026-01-01', :p)"
+                    ),
+                    {"v": f"v000{number}", "p": promoted},
+                )
+        migrate(empty_db_url)
+        with session_scope(engine) as session:
+            active = [v.version for v in repo.list_versions(session=session) if v.status == AdapterStatus.active]
+        assert active == ["v0002"]
+    finally:
+        engine.dispose()

@@ -79,6 +79,8 @@ class AdapterVersionPublic(BaseModel):
     metrics: dict[str, Any]
     created_at: datetime
     promoted_at: datetime | None
+    pinned: bool = False
+    pruned_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: AdapterVersion, *, active: bool) -> AdapterVersionPublic:
@@ -90,6 +92,8 @@ class AdapterVersionPublic(BaseModel):
             metrics=row.metrics,
             created_at=row.created_at,
             promoted_at=row.promoted_at,
+            pinned=row.pinned,
+            pruned_at=row.pruned_at,
         )
 
 

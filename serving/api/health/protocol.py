@@ -23,6 +23,8 @@ class HealthDetails(BaseModel):
     nightly: str
     slack: str
     slack_mode: str
+    # The version the merged engine's weights hold and serve at base speed; None: off, starting or reloading.
+    merged_version: str | None = None
 
 
 class Health(BaseModel):

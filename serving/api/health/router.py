@@ -24,6 +24,7 @@ async def healthz(request: Request, services: ServicesDep) -> JSONResponse:
         details=HealthDetails(
             loaded_adapters=services.registry.loaded_versions,
             active_model=services.registry.active.model,
+            merged_version=services.registry.merged.serving_version if services.registry.merged else None,
             **services.info,
         )
         if is_admin

@@ -145,7 +145,7 @@ async def _complete(
             payload = body.upstream(
                 model=adapter.model, settings=services.answers.settings, reviewed=recording.reviewed
             )
-            upstream = await services.client.forward("POST", COMPLETIONS, json_body=payload)
+            upstream = await (adapter.endpoint or services.client).forward("POST", COMPLETIONS, json_body=payload)
             if upstream.status_code != 200:
                 raise upstream_refusal(upstream)
             data, text = _completion(upstream)
@@ -176,7 +176,7 @@ async def _stream(
     adapter = registry.pin(version)
     try:
         payload = body.upstream(model=adapter.model, settings=services.answers.settings, reviewed=recording.reviewed)
-        upstream = await services.client.open_stream(COMPLETIONS, json_body=payload)
+        upstream = await (adapter.endpoint or services.client).open_stream(COMPLETIONS, json_body=payload)
         if upstream.status_code != 200:
             await upstream.aread()
             await upstream.aclose()

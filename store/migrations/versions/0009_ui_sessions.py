@@ -1,16 +1,15 @@
-"""web dashboard sessions, and the indexes its pages read by
+"""web dashboard sessions (a hashed cookie key, tied to the API token that opened it)
 
-Revision ID: 0007
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0007"
-# If a 0006 lands first, this becomes "0006" (one head).
-down_revision = "0005"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
