@@ -1,6 +1,7 @@
 """What the dashboard's tests share: a stand-in model server, a seeded store, and signing in over HTTP.
 
-The stand-in answers the few vLLM routes the registry uses (health, load and unload an adapter), so that the
+The stand-in answers the few vLLM routes the registry uses (health, load and unload an adapter, and the models
+list that shows what is loaded), so that the
 service becomes ready and promotes and rolls back without a real vLLM: the dashboard is what is under test.
 """
 
@@ -42,13 +43,19 @@ class _StandIn(BaseHTTPRequestHandler):
         if self.path == "/health":
             self._answer(200)
         elif self.path == "/v1/models":
-            self._answer(200, {"data": []})
+            loaded = self.server.loaded  # type: ignore[attr-defined]
+            self._answer(200, {"data": [{"id": name, "root": path} for name, path in loaded.items()]})
         else:
             self._answer(404, {"message": "not in the stand-in"})
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        if self.path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        loaded = self.server.loaded  # type: ignore[attr-defined]
+        if self.path == "/v1/load_lora_adapter":
+            loaded[body["lora_name"]] = body["lora_path"]
+            self._answer(200)
+        elif self.path == "/v1/unload_lora_adapter":
+            loaded.pop(body["lora_name"], None)
             self._answer(200)
         else:
             self._answer(503, {"message": "the stand-in does not answer questions"})
@@ -61,6 +68,7 @@ class _StandIn(BaseHTTPRequestHandler):
 def model_server_stand_in() -> Iterator[str]:
     """A local HTTP server that accepts every adapter load and reports healthy; yields its URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    server.loaded = {}  # type: ignore[attr-defined]  # adapter name -> path, listed by /v1/models as vLLM does
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
