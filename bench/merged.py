@@ -24,8 +24,13 @@ from typing import Any
 
 import httpx
 
+from serving.client import InferenceClient
 from serving.engine import EngineConfig, VLLMProcess
 from serving.merge import merge_adapter
+from serving.merged import MergedEngine
+from serving.registry import AdapterRegistry
+from store import adapters as adapter_repo
+from store.db import make_engine, migrate, session_scope
 from tests.conftest import free_port
 from tuneloop.base_model import pull_default_model
 from tuneloop.settings import DEFAULT_BASE_MODEL_DIRNAME
@@ -183,10 +188,97 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results["same_answers_as_lora"] = sum(a == b for a, b in zip(through_lora, merged_answers, strict=True))
         results["answers_compared"] = len(PROMPTS)
         results["table"] = table
+        print("a promotion and a rollback under 16 streams ...", flush=True)
+        results["switch_under_load"] = await switch_under_load(
+            base_dir=base_dir, adapter=adapter, lora_url=lora_url, merged_url=plain_url, work=work
+        )
     finally:
         for process in (lora_engine, plain_engine):
             process.stop()
     return results
+
+
+async def switch_under_load(
+    *, base_dir: Path, adapter: Path, lora_url: str, merged_url: str, work: Path
+) -> dict[str, Any]:
+    """tuneloop's own registry over both engines: 16 streams ask the active version while it is promoted
+    (LoRA swap, then the merged reload) and rolled back; counts failed, stale and wrong-weights answers."""
+    url = f"sqlite:///{work / 'store.db'}"
+    migrate(url)
+    store = make_engine(url)
+    with session_scope(store) as session:
+        adapter_repo.ensure_base_version(session=session)
+        adapter_repo.register_version(session=session, version="v0001", path=str(adapter), run_id=None)
+    merged = MergedEngine(
+        client=InferenceClient(merged_url), model_name="m", base_model_dir=base_dir, merged_dir=work / "merged-store"
+    )
+    registry = AdapterRegistry(
+        client=InferenceClient(lora_url), engine=store, base_model_name="m", prefix="bench-", merged=merged
+    )
+    await registry.restore()
+    await registry.wait_idle()
+    question = [{"role": "user", "content": PROMPTS[0]}]
+
+    async def ask(model: str, client: InferenceClient) -> str:
+        return await client.chat(model=model, messages=question, max_tokens=16, temperature=0.0)
+
+    await registry.load("v0001")
+    expected = {v: await ask(registry.served_name(v), registry._client) for v in ("base", "v0001")}
+    answers: list[tuple[str, bool, str, float]] = []
+    failed = 0
+    stop = asyncio.Event()
+
+    async def stream() -> None:
+        nonlocal failed
+        while not stop.is_set():
+            pinned = time.perf_counter()
+            try:
+                async with registry.use() as served:
+                    text = await ask(served.model, served.endpoint or registry._client)
+                answers.append((served.version, served.endpoint is not None, text, pinned))
+            except Exception:  # counted: a failed request is what this measures
+                failed += 1
+
+    async def more(count: int) -> None:
+        target = len(answers) + count
+        while len(answers) < target:
+            await asyncio.sleep(0.05)  # polling the answers the streams collect
+
+    streams = [asyncio.create_task(stream()) for _ in range(16)]
+    await more(32)
+    started = time.perf_counter()
+    await registry.promote("v0001")
+    promote_ms = (time.perf_counter() - started) * 1000
+    promoted_at = time.perf_counter()
+    await registry.wait_idle()
+    merged_after_s = time.perf_counter() - promoted_at
+    await more(32)
+    started = time.perf_counter()
+    await registry.rollback()
+    rollback_ms = (time.perf_counter() - started) * 1000
+    rolled_at = time.perf_counter()
+    await more(32)
+    stop.set()
+    await asyncio.gather(*streams)
+    await registry.wait_idle()
+    await registry._client.aclose()
+    await merged.client.aclose()
+    stale = sum(
+        1
+        for version, _m, _t, pinned in answers
+        if (promoted_at < pinned < rolled_at - rollback_ms / 1000 and version != "v0001")
+        or (pinned > rolled_at and version != "base")
+    )
+    return {
+        "answers": len(answers),
+        "failed": failed,
+        "stale": stale,
+        "wrong_weights": sum(1 for version, _m, text, _p in answers if text != expected[version]),
+        "answered_by_merged_engine": sum(1 for _v, by_merged, _t, _p in answers if by_merged),
+        "promote_ms": round(promote_ms, 1),
+        "merged_serving_after_s": round(merged_after_s, 1),
+        "rollback_ms": round(rollback_ms, 1),
+    }
 
 
 def main() -> None:
@@ -201,6 +293,12 @@ def main() -> None:
     print(
         f"\nmerge {results['merge_s']} s, in-place reload {results['reload_s']} s, "
         f"greedy answers equal to the LoRA path: {results['same_answers_as_lora']}/{results['answers_compared']}"
+    )
+    switch = results["switch_under_load"]
+    print(
+        f"under 16 streams: {switch['answers']} answers, {switch['failed']} failed, {switch['stale']} stale, "
+        f"{switch['wrong_weights']} from other weights; promote {switch['promote_ms']} ms (merged engine serving "
+        f"{switch['merged_serving_after_s']} s later), rollback {switch['rollback_ms']} ms"
     )
     print(f"{'':36} {'1 stream tok/s':>15} {'ratio':>6} {'16 streams tok/s':>17} {'ratio':>6} {'p50 @16':>8}")
     for name, row in results["table"].items():

@@ -23,6 +23,7 @@ from bot import listeners
 from bot.dedupe import EventDeduper
 from bot.deps import BotDeps
 from bot.errors import report_failure
+from bot.streaming import StreamingSupport
 from serving.access import AccessPolicy
 from serving.api.deps import Services
 
@@ -32,7 +33,8 @@ SLACK_EVENTS_PATH = "/slack/events"
 
 
 def build_slack_client(*, bot_token: str, api_url: str) -> AsyncWebClient:
-    # 429s carry Retry-After: wait and retry rather than drop an answer.
+    # 429s carry Retry-After: wait and retry rather than drop an answer (partial updates use a client that does
+    # not: bot.streaming.progress_client).
     handlers = [*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
     return AsyncWebClient(token=bot_token, base_url=api_url, retry_handlers=handlers)
 
@@ -44,6 +46,7 @@ def build_slack_app(
     bot_token: str,
     signing_secret: str | None,
     api_url: str,
+    streaming: bool = True,
     stream_interval_s: float = 1.0,
     run_poll_interval_s: float = 2.0,
 ) -> AsyncApp:
@@ -60,6 +63,7 @@ def build_slack_app(
         services=services,
         access=access,
         deduper=EventDeduper(engine=services.engine),
+        streaming=StreamingSupport(enabled=streaming),
         stream_interval_s=stream_interval_s,
         run_poll_interval_s=run_poll_interval_s,
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.dedupe import EventDeduper
+from bot.streaming import StreamingSupport
 from serving.access import AccessPolicy
 from serving.api.deps import Services
 
@@ -14,7 +15,10 @@ class BotDeps:
     services: Services
     access: AccessPolicy
     deduper: EventDeduper
-    # At most one chat.update per interval while an answer streams (Slack allows about one a second).
+    # Slack's chat streaming methods, and where Slack refused them (then a placeholder is edited instead).
+    streaming: StreamingSupport = field(default_factory=StreamingSupport)
+    # After the first words, at most one partial update per interval while an answer streams: chat.update allows
+    # about one a second per message, chat.appendStream (Tier 4) 100+ a minute per workspace.
     stream_interval_s: float = 1.0
     # How often `/tuneloop retrain` looks at its run until the run finishes.
     run_poll_interval_s: float = 2.0

@@ -121,6 +121,20 @@ def answer_blocks(
     memory: MemoryHit | None = None,
     memory_mode: MemoryMode | None = None,
 ) -> list[Block]:
+    tail = answer_tail_blocks(
+        interaction_id=interaction_id, adapter_version=adapter_version, memory=memory, memory_mode=memory_mode
+    )
+    return [*text_sections(text), *tail]
+
+
+def answer_tail_blocks(
+    *,
+    interaction_id: int,
+    adapter_version: str,
+    memory: MemoryHit | None = None,
+    memory_mode: MemoryMode | None = None,
+) -> list[Block]:
+    """What follows an answer's text: the vote and correction buttons, and the footer (a streamed answer's end)."""
     value = str(interaction_id)
     facts = [f"adapter `{adapter_version}`", f"ref {interaction_id}"]
     if memory is not None:
@@ -128,7 +142,6 @@ def answer_blocks(
         # A reviewed answer given as is: no model wrote it, so no adapter is named.
         facts = [credit, f"ref {interaction_id}"] if memory_mode is MemoryMode.direct else [*facts, credit]
     return [
-        *text_sections(text),
         {
             "type": "actions",
             "block_id": ANSWER_ACTIONS_BLOCK,

@@ -14,7 +14,6 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-import psycopg
 from sqlalchemy import Engine
 
 from serving.registry import AdapterRegistry
@@ -74,6 +73,8 @@ class ActiveVersionWatcher:
                     await listener
 
     async def _listen(self) -> None:
+        import psycopg  # only PostgreSQL needs it
+
         url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         while True:
             try:

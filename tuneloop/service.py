@@ -288,6 +288,7 @@ def _build_slack(settings: Settings, services: Services, access: AccessPolicy) -
         bot_token=slack.bot_token.get_secret_value(),
         signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
         api_url=slack.api_url,
+        streaming=slack.streaming,
     )
     return slack_app, "socket mode" if slack.app_token is not None else "http: POST /slack/events"
 

@@ -193,6 +193,11 @@ class SlackSettings(BaseModel):
     admin_channel: str | None = Field(
         default=None, description="Channel id where promotions, rejections and failed cycles are posted."
     )
+    streaming: bool = Field(
+        default=True,
+        description="Stream answers with Slack's chat streaming methods where the workspace allows them; "
+        "false: a placeholder edited with chat.update.",
+    )
 
 
 class Settings(BaseSettings):

@@ -4,6 +4,11 @@ calls with Slack-shaped JSON and records every call (as Bolt's own test suite do
 It also keeps the messages posted to it, per channel, so that `conversations.replies` returns a thread as
 Slack would (the bot's answers included), and it serves response URLs (`stub.response_url(...)`).
 
+Slack's chat streaming methods (chat.startStream, chat.appendStream, chat.stopStream) build a message as Slack
+does: the markdown of every call in order, then the blocks given to chat.stopStream. Each call is recorded with
+the time the stub received it, so that a test can tell what was visible when. `stub.errors[method] = code` makes a
+method fail ({"ok": false, "error": code}); `stub.rate_limit(method, ...)` answers HTTP 429 with Retry-After.
+
     stub = SlackStub().start()
     settings.slack.api_url = stub.api_url
     ... send a signed event to the app ...
@@ -12,6 +17,7 @@ Slack would (the bot's answers included), and it serves response URLs (`stub.res
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -36,6 +42,7 @@ class Call:
     token: str | None = None
     path: str = ""
     at: float = field(default_factory=time.monotonic)  # when the stub received it
+    status: int = 200  # the HTTP status it was answered with (429 when rate-limited)
 
 
 @dataclass
@@ -47,6 +54,8 @@ class StubMessage:
     bot_id: str | None = None
     thread_ts: str | None = None
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    streaming: bool = False  # started with chat.startStream and not yet stopped
+    created_by: str | None = None  # the Web API method that posted it; None for a message a test put there
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text}
@@ -70,6 +79,8 @@ class SlackStub:
         self.messages: dict[str, list[StubMessage]] = {}
         # method -> Slack error code: the next calls of that method fail with {"ok": false, "error": code}.
         self.errors: dict[str, str] = {}
+        # method -> (Retry-After seconds, which calls): those calls are answered HTTP 429 {"error": "ratelimited"}.
+        self.rate_limits: dict[str, tuple[int, Callable[[dict[str, Any]], bool]]] = {}
         # What apps.connections.open hands out: the WebSocket URL of a Socket Mode test server.
         self.socket_mode_url: str | None = None
         self._changed = threading.Condition()
@@ -112,6 +123,12 @@ class SlackStub:
         self._server.shutdown()
         self._server.server_close()
 
+    def rate_limit(
+        self, method: str, *, retry_after_s: int, where: Callable[[dict[str, Any]], bool] = lambda _args: True
+    ) -> None:
+        """Answer the calls of `method` that satisfy `where` with HTTP 429 and `Retry-After: retry_after_s`."""
+        self.rate_limits[method] = (retry_after_s, where)
+
     # --- the workspace ---------------------------------------------------------------------------
     def next_ts(self) -> str:
         n = next(self._counter)
@@ -142,6 +159,12 @@ class SlackStub:
         return message.ts
 
     def message(self, channel: str, ts: str) -> StubMessage | None:
+        """A copy of the message as it is now."""
+        with self._changed:
+            found = next((m for m in self.messages.get(channel, []) if m.ts == ts), None)
+            return None if found is None else dataclasses.replace(found, blocks=list(found.blocks))
+
+    def _stored(self, channel: str, ts: str) -> StubMessage | None:
         with self._changed:
             return next((m for m in self.messages.get(channel, []) if m.ts == ts), None)
 
@@ -180,17 +203,29 @@ class SlackStub:
         result: Call = self.wait_for(found, timeout=timeout)
         return result
 
-    def wait_for_answer(self, channel: str, thread_ts: str, *, count: int = 1, timeout: float = 300.0) -> Call:
-        """The `count`-th finished answer (the chat.update that carries the vote buttons) in a thread."""
+    def wait_for_answer(
+        self, channel: str, thread_ts: str, *, count: int = 1, timeout: float = 300.0
+    ) -> tuple[Call, StubMessage]:
+        """The `count`-th finished answer in a thread: the call that gave it its vote buttons (a chat.stopStream,
+        or a chat.update), and the message as Slack holds it after that call."""
 
         def is_answer(call: Call) -> bool:
             blocks = call.args.get("blocks") or []
+            if call.method not in ("chat.update", "chat.stopStream") or call.status != 200:
+                return False
             if call.args.get("channel") != channel or not any(b.get("block_id") == ANSWER_BLOCK_ID for b in blocks):
                 return False
             posted = self.message(channel, str(call.args.get("ts")))
             return posted is not None and posted.thread_ts == thread_ts
 
-        return self.wait_for_call("chat.update", is_answer, count=count, timeout=timeout)
+        def found(calls: list[Call]) -> Call | None:
+            matching = [c for c in calls if is_answer(c)]
+            return matching[count - 1] if len(matching) >= count else None
+
+        call: Call = self.wait_for(found, timeout=timeout)
+        message = self.message(channel, str(call.args["ts"]))
+        assert message is not None
+        return call, message
 
     def settle(self, seconds: float = 1.0) -> list[Call]:
         """Wait until no call arrived for `seconds` (to assert that something did NOT happen), return the calls."""
@@ -217,18 +252,27 @@ class SlackStub:
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
         token = (request.headers.get("Authorization") or "").removeprefix("Bearer ") or args.get("token")
+        headers: dict[str, str] = {}
         if parts.path.startswith("/response/"):
             call = Call(RESPONSE_URL_METHOD, args, None, parts.path)
             body: Any = "ok"
         else:
             method = parts.path.removeprefix("/api/")
             call = Call(method, args, token, parts.path)
-            body = self._answer(method, args)
+            limit = self.rate_limits.get(method)
+            if limit is not None and limit[1](args):
+                call.status = 429
+                headers["Retry-After"] = str(limit[0])
+                body = {"ok": False, "error": "ratelimited"}
+            else:
+                body = self._answer(method, args)
         with self._changed:
             self.calls.append(call)
             self._changed.notify_all()
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        request.send_response(200)
+        request.send_response(call.status)
+        for name, value in headers.items():
+            request.send_header(name, value)
         request.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
         request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
@@ -257,18 +301,21 @@ class SlackStub:
                 bot_id=self.bot_id,
                 thread_ts=args.get("thread_ts"),
                 blocks=list(args.get("blocks") or []),
+                created_by=method,
             )
             with self._changed:
                 self.messages.setdefault(message.channel, []).append(message)
             return {"ok": True, "channel": message.channel, "ts": message.ts, "message": message.to_json()}
         if method == "chat.update":
-            found = self.message(str(args["channel"]), str(args["ts"]))
+            found = self._stored(str(args["channel"]), str(args["ts"]))
             if found is None:
                 return {"ok": False, "error": "message_not_found"}
             with self._changed:
                 found.text = str(args.get("text") or "")
                 found.blocks = list(args.get("blocks") or [])
             return {"ok": True, "channel": found.channel, "ts": found.ts, "text": found.text}
+        if method in ("chat.startStream", "chat.appendStream", "chat.stopStream"):
+            return self._stream(method, args)
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self.next_ts()}
         if method == "conversations.replies":
@@ -284,3 +331,48 @@ class SlackStub:
         if method == "users.info":
             return {"ok": True, "user": {"id": args.get("user"), "name": str(args.get("user", "")).lower()}}
         return {"ok": True}
+
+    def _stream(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Slack's chat streaming methods: a message that grows by each call's markdown until it is stopped."""
+        channel = str(args.get("channel") or "")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        text = str(args.get("markdown_text") or "")
+        for chunk in args.get("chunks") or []:
+            if chunk.get("type") == "markdown_text":
+                text += str(chunk.get("text") or "")
+        if method == "chat.startStream":
+            if not args.get("thread_ts"):
+                return {"ok": False, "error": "invalid_arguments"}  # streamed messages reply to a user's request
+            # Outside DMs Slack needs to know who the stream is for.
+            if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
+                return {"ok": False, "error": "invalid_arguments"}
+            message = StubMessage(
+                channel=channel,
+                ts=self.next_ts(),
+                text=text,
+                user=self.bot_user_id,
+                bot_id=self.bot_id,
+                thread_ts=str(args["thread_ts"]),
+                blocks=[{"type": "markdown", "text": text}],
+                streaming=True,
+                created_by=method,
+            )
+            with self._changed:
+                self.messages.setdefault(channel, []).append(message)
+            return {"ok": True, "channel": channel, "ts": message.ts}
+        found = self._stored(channel, str(args.get("ts") or ""))
+        if found is None:
+            return {"ok": False, "error": "message_not_found"}
+        with self._changed:
+            if not found.streaming:
+                return {"ok": False, "error": "message_not_in_streaming_state"}
+            found.text += text
+            found.blocks = [{"type": "markdown", "text": found.text}]
+            if method == "chat.stopStream":
+                found.streaming = False
+                found.blocks += list(args.get("blocks") or [])
+            data = found.to_json()
+        if method == "chat.stopStream":
+            return {"ok": True, "channel": channel, "ts": found.ts, "message": data}
+        return {"ok": True, "channel": channel, "ts": found.ts}

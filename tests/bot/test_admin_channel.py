@@ -45,7 +45,7 @@ def service(tmp_path: Path, slack_stub: SlackStub, monkeypatch: pytest.MonkeyPat
     async def accept(**_kwargs: Any) -> None:
         return None
 
-    monkeypatch.setattr(running.service.services.client, "load_adapter", accept)
+    monkeypatch.setattr(running.service.services.client, "ensure_adapter", accept)
     monkeypatch.setattr(running.service.services.client, "unload_adapter", accept)
     with session_scope(running.service.services.engine) as session:
         adapter_repo.ensure_base_version(session=session)

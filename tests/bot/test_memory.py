@@ -46,10 +46,10 @@ def test_a_reviewed_answer_is_given_as_is_and_its_footer_says_who_reviewed_it(
     ts = mention(slack_stub, slack, f"<@U_BOT> {QUESTION}")
 
     reply = wait_for_reply(slack_stub, channel=CHANNEL, thread_ts=ts)
-    assert reply.args["text"] == ANSWER
-    footer = reply.args["blocks"][-1]["elements"][0]["text"]
+    assert reply.text == ANSWER
+    footer = reply.blocks[-1]["elements"][0]["text"]
     assert footer.startswith(f"reviewed answer by {who(REVIEWER)} on ")
-    interaction = stored(dead_slack_service, CHANNEL, reply.args["ts"])
+    interaction = stored(dead_slack_service, CHANNEL, reply.ts)
     assert f"ref {interaction.id}" in footer and "adapter" not in footer
     assert (interaction.memory_mode, interaction.status) == ("direct", "answered")
 

@@ -8,31 +8,48 @@ from __future__ import annotations
 import json
 import time
 
+from bot import views
 from store import interactions as interaction_repo
 from store.db import session_scope
 from store.models import Interaction
 from tests.bot.conftest import CHANNEL, DM, EMPLOYEE, seed_answer
 from tests.bot.slack_requests import SIGNING_SECRET, SlackSender, app_mention, event_callback, message, sign
-from tests.bot.slack_stub import Call, SlackStub
+from tests.bot.slack_stub import Call, SlackStub, StubMessage
 from tests.conftest import RunningService
 
+IN_PROGRESS = [views.thinking_blocks()[-1], views.streaming_blocks("…")[-1]]  # a placeholder's, a partial's end
 
-def wait_for_reply(stub: SlackStub, *, channel: str, thread_ts: str) -> Call:
-    """The bot's finished reply in the thread: the chat.update that replaces the placeholder."""
-    placeholder = stub.wait_for_call("chat.postMessage", lambda c: c.args.get("thread_ts") == thread_ts)
-    assert placeholder.args["channel"] == channel
-    assert "Thinking" in placeholder.args["text"]
-    posted = [m for m in stub.thread(channel, thread_ts) if m.bot_id][-1]
-    return stub.wait_for_call("chat.update", lambda c: c.args["ts"] == posted.ts and "Thinking" not in c.args["text"])
+
+def wait_for_reply(stub: SlackStub, *, channel: str, thread_ts: str) -> StubMessage:
+    """The bot's finished reply in the thread, as Slack holds it: a stream the bot stopped, a placeholder's last
+    edit, or a message posted whole (a failure before any word was shown)."""
+
+    def finished(_calls: list[Call]) -> StubMessage | None:
+        for posted in stub.thread(channel, thread_ts):
+            done = not posted.streaming and posted.blocks and posted.blocks[-1] not in IN_PROGRESS
+            if posted.created_by is not None and done:
+                return posted
+        return None
+
+    reply: StubMessage = stub.wait_for(finished)
+    return reply
 
 
 def replies_in(stub: SlackStub, thread_ts: str) -> list[Call]:
-    return [c for c in stub.calls_to("chat.postMessage") if c.args.get("thread_ts") == thread_ts]
+    """The bot's messages started in the thread: posted whole, or streamed."""
+    started = ("chat.postMessage", "chat.startStream")
+    return [c for c in stub.calls if c.method in started and c.args.get("thread_ts") == thread_ts]
 
 
-def stored(service: RunningService, channel: str, message_ts: str) -> Interaction:
-    with session_scope(service.service.services.engine) as session:
-        found = interaction_repo.find_by_message(session=session, channel=channel, message_ts=message_ts)
+def stored(service: RunningService, channel: str, message_ts: str, *, timeout_s: float = 10.0) -> Interaction:
+    """The interaction a reply belongs to (a failure posted whole is linked to it just after it is posted)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with session_scope(service.service.services.engine) as session:
+            found = interaction_repo.find_by_message(session=session, channel=channel, message_ts=message_ts)
+        if found is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # polling the store for the link the bot writes after posting
     assert found is not None
     return found
 
@@ -50,10 +67,10 @@ def test_dead_model_gets_a_short_reply_and_the_question_is_saved(
     ts = mention(slack_stub, slack, "<@U_BOT> where is the office?")
 
     reply = wait_for_reply(slack_stub, channel=CHANNEL, thread_ts=ts)
-    text = reply.args["text"]
+    text = reply.text
     assert "model is unavailable" in text and "question was saved" in text
     assert "Traceback" not in text and len(text) < 200
-    interaction = stored(dead_slack_service, CHANNEL, reply.args["ts"])
+    interaction = stored(dead_slack_service, CHANNEL, reply.ts)
     assert interaction.question == "where is the office?"
     assert interaction.status == "failed"
     assert interaction.thread_ts == ts
@@ -65,7 +82,7 @@ def test_an_empty_mention_gets_a_short_reply(
 ) -> None:
     ts = mention(slack_stub, slack, "<@U_BOT>  ")
 
-    text = wait_for_reply(slack_stub, channel=CHANNEL, thread_ts=ts).args["text"]
+    text = wait_for_reply(slack_stub, channel=CHANNEL, thread_ts=ts).text
     assert "empty" in text and "Write a question" in text
 
 
@@ -76,8 +93,8 @@ def test_an_oversized_message_gets_a_short_reply_and_is_kept_bounded(
     ts = mention(slack_stub, slack, f"<@U_BOT> {question}")
 
     reply = wait_for_reply(slack_stub, channel=CHANNEL, thread_ts=ts)
-    assert "limit" in reply.args["text"] and len(reply.args["text"]) < 300
-    interaction = stored(dead_slack_service, CHANNEL, reply.args["ts"])
+    assert "limit" in reply.text and len(reply.text) < 300
+    interaction = stored(dead_slack_service, CHANNEL, reply.ts)
     assert interaction.question == question.strip()[:4000]  # recorded, cut at the limit
     assert interaction.status == "failed"
 
@@ -88,7 +105,7 @@ def test_a_direct_message_is_answered_in_its_thread(
     ts = slack_stub.add_message(DM, "where is the office?", user=EMPLOYEE)
     slack.event(event_callback(message(channel=DM, user=EMPLOYEE, text="where is the office?", ts=ts)))
 
-    assert "model is unavailable" in wait_for_reply(slack_stub, channel=DM, thread_ts=ts).args["text"]
+    assert "model is unavailable" in wait_for_reply(slack_stub, channel=DM, thread_ts=ts).text
 
 
 def test_a_slack_retry_gets_no_second_answer(
@@ -173,7 +190,7 @@ def test_a_thread_follow_up_sends_the_thread_as_context(
     replies = slack_stub.wait_for_call("conversations.replies")
     assert replies.args["channel"] == CHANNEL and replies.args["ts"] == root_ts
     reply = wait_for_reply(slack_stub, channel=CHANNEL, thread_ts=root_ts)
-    interaction = stored(dead_slack_service, CHANNEL, reply.args["ts"])
+    interaction = stored(dead_slack_service, CHANNEL, reply.ts)
     assert interaction.question == "and what is her email?"
     assert interaction.thread_ts == root_ts
     assert interaction.context == [

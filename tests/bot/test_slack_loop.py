@@ -19,7 +19,7 @@ from tests.bot.slack_requests import (
     slash_command,
     view_submission,
 )
-from tests.bot.slack_stub import RESPONSE_URL_METHOD, Call, SlackStub
+from tests.bot.slack_stub import RESPONSE_URL_METHOD, SlackStub, StubMessage
 from tests.conftest import RunningService
 
 pytestmark = pytest.mark.slow
@@ -40,12 +40,13 @@ FACTS = [
 ]
 
 
-def mention(stub: SlackStub, slack: SlackSender, text: str) -> tuple[str, Call]:
+def mention(stub: SlackStub, slack: SlackSender, text: str) -> tuple[str, StubMessage]:
     """@mention the bot in the channel; returns the question's ts and the bot's finished answer."""
     ts = stub.add_message(CHANNEL, f"<@U_BOT> {text}", user=EMPLOYEE)
     event = app_mention(channel=CHANNEL, user=EMPLOYEE, text=f"<@U_BOT> {text}", ts=ts)
     assert slack.event(event_callback(event)).status_code == 200
-    return ts, stub.wait_for_answer(CHANNEL, ts, timeout=120)
+    _call, answer = stub.wait_for_answer(CHANNEL, ts, timeout=120)
+    return ts, answer
 
 
 def test_the_loop_through_slack_alone(
@@ -56,7 +57,7 @@ def test_the_loop_through_slack_alone(
     # 1. Questions in a channel; the base model does not know the answers.
     for number, (question, correction, key, _paraphrase) in enumerate(FACTS, start=1):
         question_ts, answer = mention(slack_stub, live_slack, question)
-        assert key not in answer.args["text"].lower()
+        assert key not in answer.text.lower()
 
         # 2. A reviewer clicks "Correct this answer", and submits the modal: approved at once.
         click = block_actions(
@@ -64,7 +65,7 @@ def test_the_loop_through_slack_alone(
             action_id=CORRECT_OPEN,
             value=str(_interaction_id(answer)),
             channel=CHANNEL,
-            message_ts=answer.args["ts"],
+            message_ts=answer.ts,
             thread_ts=question_ts,
         )
         assert live_slack.interactive(click).status_code == 200
@@ -86,13 +87,13 @@ def test_the_loop_through_slack_alone(
     # 4. The same questions in other words now get the corrected facts, from the new adapter.
     for _question, _correction, key, paraphrase in FACTS:
         _ts, answer = mention(slack_stub, live_slack, paraphrase)
-        assert key in answer.args["text"].lower(), f"{paraphrase!r} -> {answer.args['text']!r}"
-        assert "adapter `v0001`" in answer.args["blocks"][-1]["elements"][0]["text"]
+        assert key in answer.text.lower(), f"{paraphrase!r} -> {answer.args['text']!r}"
+        assert "adapter `v0001`" in answer.blocks[-1]["elements"][0]["text"]
 
 
-def _interaction_id(answer: Call) -> int:
+def _interaction_id(answer: StubMessage) -> int:
     """The interaction id the answer's buttons carry."""
-    for block in answer.args["blocks"]:
+    for block in answer.blocks:
         for element in block.get("elements", []):
             if element.get("action_id") == CORRECT_OPEN:
                 return int(element["value"])

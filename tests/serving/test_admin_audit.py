@@ -1,8 +1,9 @@
 """Admin actions and their audit events, on SQLite and PostgreSQL: an allowed action is audited in its own
 commit, a refusal or a failure afterwards on its own, and promotions reach the admin notifiers.
 
-No vLLM here: the registry's client talks to an httpx MockTransport that accepts every adapter load, since
-these tests are about the store and the audit trail (tests/serving/test_registry.py swaps on the real vLLM).
+No vLLM here: the registry's client talks to an httpx MockTransport that answers adapter loads and lists as vLLM
+does, since these tests are about the store and the audit trail (tests/serving/test_registry.py swaps on the
+real vLLM).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from store import adapters as adapter_repo
 from store import audit as audit_repo
 from store.audit import AuditEntry
 from store.db import make_engine, migrate, session_scope
+from tests.accepting_engine import AcceptingEngine
 
 ADMIN, EMPLOYEE = "U_ADMIN", "U_EMPLOYEE"
 
@@ -78,7 +80,7 @@ def engine(tmp_path: Path, store_url: str | None) -> Iterator[Engine]:
 
 @pytest.fixture
 async def world(engine: Engine, tmp_path: Path) -> AsyncIterator[World]:
-    client = InferenceClient("http://vllm.test", transport=httpx.MockTransport(lambda _r: httpx.Response(200)))
+    client = InferenceClient("http://vllm.test", transport=httpx.MockTransport(AcceptingEngine()))
     with session_scope(engine) as session:
         adapter_repo.ensure_base_version(session=session)
         for name in ("v0001", "v0002"):

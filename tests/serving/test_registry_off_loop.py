@@ -17,6 +17,7 @@ from serving.client import InferenceClient
 from serving.registry import AdapterRegistry
 from store import adapters as adapter_repo
 from store.db import make_engine, migrate, session_scope
+from tests.accepting_engine import AcceptingEngine
 
 
 async def test_a_promotion_cancelled_during_its_commit_still_switches_with_the_store(tmp_path: Path) -> None:
@@ -29,7 +30,7 @@ async def test_a_promotion_cancelled_during_its_commit_still_switches_with_the_s
     with session_scope(engine) as session:
         adapter_repo.ensure_base_version(session=session)
         adapter_repo.register_version(session=session, version="v0001", path=str(folder), run_id=None)
-    client = InferenceClient("http://vllm.test", transport=httpx.MockTransport(lambda _r: httpx.Response(200)))
+    client = InferenceClient("http://vllm.test", transport=httpx.MockTransport(AcceptingEngine()))
     registry = AdapterRegistry(client=client, engine=engine, base_model_name="tuneloop-base")
     await registry.load("v0001")  # loaded beforehand: the promotion's first wait is its commit
 

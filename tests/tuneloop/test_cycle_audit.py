@@ -27,6 +27,7 @@ from store import runs as run_repo
 from store.audit import AuditEntry
 from store.db import make_engine, migrate, session_scope
 from store.models import AdapterStatus, AuditEvent, RunStatus, TrainingRun
+from tests.accepting_engine import AcceptingEngine
 from tests.conftest import make_settings
 from training.datasets import Datasets
 from training.gate import GateReport
@@ -71,7 +72,7 @@ async def cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     settings = make_settings(tmp_path, base_model_dir=tmp_path / "model", vllm_url="http://vllm.test")
     migrate(settings.store_url)
     engine = make_engine(settings.store_url)
-    client = InferenceClient(settings.vllm_base_url, transport=httpx.MockTransport(lambda _r: httpx.Response(200)))
+    client = InferenceClient(settings.vllm_base_url, transport=httpx.MockTransport(AcceptingEngine()))
     registry = AdapterRegistry(client=client, engine=engine, base_model_name="tuneloop-base")
     events, recorder = AdminEvents(), Recorder()
     events.attach(recorder)

@@ -276,7 +276,7 @@ class ServedProcess:
 def served(tmp_path: Path) -> Iterator[ServedProcess]:
     running = ServedProcess(tmp_path)
     try:
-        running.stderr.wait_for("Application startup complete", timeout_s=START_TIMEOUT_S)
+        running.stderr.wait_for("Uvicorn running on", timeout_s=START_TIMEOUT_S)  # bound, not only started
         yield running
     finally:
         running.stop()

@@ -1,7 +1,8 @@
 """Questions: an @mention in a channel, or any message in a DM, answered in the message's thread.
 
-Ack at once (Bolt acks events before the listener runs); the lazy listener posts a placeholder, streams the
-answer into it with chat.update at most once per `stream_interval_s`, then renders the final blocks.
+Ack at once (Bolt acks events before the listener runs); the lazy listener asks the model and hands the text to a
+`bot.streaming.Reply`: Slack's chat streaming methods from the first words on, or a placeholder edited with
+chat.update where the workspace refuses them; then the final render with the buttons and the footer.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import views
 from bot.deps import BotDeps
 from bot.errors import new_ref, unexpected_message, user_message
+from bot.streaming import Reply, open_reply
 from serving.answers import Answer, Question
 from serving.client import Message
 from serving.errors import TuneloopError
@@ -42,7 +43,13 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
     ) -> None:
         if _is_user_message(event, bot_user_id=context.bot_user_id) and await deps.deduper.first_delivery(body):
-            await answer(deps=deps, client=client, event=event, bot_user_id=context.bot_user_id)
+            await answer(
+                deps=deps,
+                client=client,
+                event=event,
+                bot_user_id=context.bot_user_id,
+                team_id=context.team_id or context.enterprise_id,
+            )
 
     async def answer_direct_message(
         body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
@@ -50,7 +57,13 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         # In channels only mentions are questions; they arrive as app_mention (and are deduped against this).
         is_question = event.get("channel_type") == "im" and _is_user_message(event, bot_user_id=context.bot_user_id)
         if is_question and await deps.deduper.first_delivery(body):
-            await answer(deps=deps, client=client, event=event, bot_user_id=context.bot_user_id)
+            await answer(
+                deps=deps,
+                client=client,
+                event=event,
+                bot_user_id=context.bot_user_id,
+                team_id=context.team_id or context.enterprise_id,
+            )
 
     app.event("app_mention")(ack=ack_event, lazy=[answer_mention])
     app.event("message")(ack=ack_event, lazy=[answer_direct_message])
@@ -105,22 +118,30 @@ async def thread_context(
     return turns
 
 
-async def answer(*, deps: BotDeps, client: AsyncWebClient, event: dict[str, Any], bot_user_id: str | None) -> None:
+async def answer(
+    *, deps: BotDeps, client: AsyncWebClient, event: dict[str, Any], bot_user_id: str | None, team_id: str | None
+) -> None:
     channel, ts, user = str(event["channel"]), str(event["ts"]), str(event["user"])
     if not await deps.deduper.message(channel, ts):
         return
     thread_ts = str(event.get("thread_ts") or ts)
-    placeholder_ts: str | None = None
+    reply = open_reply(
+        client=client,
+        support=deps.streaming,
+        channel=channel,
+        thread_ts=thread_ts,
+        user=user,
+        # The recipient's own team (a Slack Connect user's may differ from the workspace's).
+        team=str(event.get("user_team") or team_id or "") or None,
+        interval_s=deps.stream_interval_s,
+    )
     try:
         context: list[Message] = []
         if event.get("thread_ts"):
             context = await thread_context(
                 client=client, channel=channel, thread_ts=thread_ts, before_ts=ts, bot_user_id=bot_user_id
             )
-        posted = await client.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, text=views.THINKING_TEXT, blocks=views.thinking_blocks()
-        )
-        placeholder_ts = str(posted["ts"])
+        await reply.open()
         question = Question(
             text=question_text(str(event.get("text") or ""), bot_user_id=bot_user_id),
             user_id=user,
@@ -130,27 +151,18 @@ async def answer(*, deps: BotDeps, client: AsyncWebClient, event: dict[str, Any]
             thread_ts=thread_ts,
             message_ts=ts,
         )
-        await _stream_answer(deps=deps, client=client, question=question, channel=channel, answer_ts=placeholder_ts)
+        await _stream_answer(deps=deps, reply=reply, question=question, channel=channel)
     except Exception as error:
         ref = new_ref()
         log.error("slack.answer_failed ref=%s channel=%s ts=%s", ref, channel, ts, exc_info=error)
-        text = unexpected_message(ref)
         try:
-            if placeholder_ts is None:
-                await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
-            else:
-                await client.chat_update(
-                    channel=channel, ts=placeholder_ts, text=text, blocks=views.failure_blocks(text)
-                )
+            await reply.fail(unexpected_message(ref))
         except SlackApiError as slack_error:
             log.error("slack.answer_failure_not_shown ref=%s error=%s", ref, slack_error)
 
 
-async def _stream_answer(
-    *, deps: BotDeps, client: AsyncWebClient, question: Question, channel: str, answer_ts: str
-) -> None:
+async def _stream_answer(*, deps: BotDeps, reply: Reply, question: Question, channel: str) -> None:
     parts: list[str] = []
-    last_update = time.monotonic()
     final: Answer | None = None
     try:
         async for chunk in deps.services.answers.ask_stream(question):
@@ -158,39 +170,21 @@ async def _stream_answer(
                 final = chunk
                 continue
             parts.append(chunk)
-            if time.monotonic() - last_update >= deps.stream_interval_s and "".join(parts).strip():
-                last_update = time.monotonic()
-                await _update_partial(client=client, channel=channel, ts=answer_ts, text="".join(parts))
+            await reply.progress("".join(parts))
     except TuneloopError as error:
-        if error.interaction_id is not None:
+        existed = reply.ts is not None
+        if existed and error.interaction_id is not None:
+            await _set_message_ts(deps, error.interaction_id, str(reply.ts))
+        answer_ts = await reply.fail(user_message(error))
+        if not existed and error.interaction_id is not None:
             await _set_message_ts(deps, error.interaction_id, answer_ts)
-        text = user_message(error)
-        await client.chat_update(channel=channel, ts=answer_ts, text=text, blocks=views.failure_blocks(text))
         return
     assert final is not None, "ask_stream ends with an Answer"
+    answer_ts = await reply.message_ts(final.text)
     # Before the buttons appear, so that a reaction or a shortcut on the message finds the interaction.
     await _set_message_ts(deps, final.interaction_id, answer_ts)
-    await client.chat_update(
-        channel=channel,
-        ts=answer_ts,
-        text=final.text[: views.MESSAGE_TEXT_CHARS] or "(no text)",
-        blocks=views.answer_blocks(
-            text=final.text,
-            interaction_id=final.interaction_id,
-            adapter_version=final.adapter_version,
-            memory=final.memory,
-            memory_mode=final.memory_mode,
-        ),
-    )
+    await reply.finish(final)
     log.info("slack.answered interaction=%s channel=%s ts=%s", final.interaction_id, channel, answer_ts)
-
-
-async def _update_partial(*, client: AsyncWebClient, channel: str, ts: str, text: str) -> None:
-    try:
-        await client.chat_update(channel=channel, ts=ts, text=text, blocks=views.streaming_blocks(text))
-    except SlackApiError as error:
-        # A dropped progress update costs nothing: the final update carries the whole answer.
-        log.warning("slack.stream_update_failed channel=%s error=%s", channel, error.response.get("error"))
 
 
 async def _set_message_ts(deps: BotDeps, interaction_id: int, message_ts: str) -> None:
