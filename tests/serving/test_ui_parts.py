@@ -53,3 +53,13 @@ def test_a_loss_curve_keeps_every_point_up_to_its_limit_then_thins_evenly() -> N
     assert thinned[0] == [1.0, 1.0] and thinned[-1] == [1000.0, 0.001]
     steps = [point[0] for point in thinned]
     assert steps == sorted(steps)
+
+
+def test_a_long_loss_curve_is_drawn_with_at_most_sixty_points() -> None:
+    from serving.ui.routes.versions import POINTS_PER_CURVE, loss_chart
+    from store.models import TrainingRun
+
+    run = TrainingRun(id=7, trigger="api", metrics={"sft": {"losses": [[s, 1 / s] for s in range(1, 201)]}})
+    drawn = loss_chart([run])
+    assert drawn.count('class="dot ') == POINTS_PER_CURVE == 60
+    assert "run 7 sft" in drawn

@@ -27,6 +27,7 @@ router = APIRouter(prefix="/ui")
 SOURCE = "ui"
 RUNS_SHOWN = 12
 CURVES_SHOWN = 5
+POINTS_PER_CURVE = 60
 GATE_VERSIONS_SHOWN = 30
 Reader = Annotated[SignedIn, Depends(viewer(Role.admin, action="ui.versions"))]
 Promoter = Annotated[SignedIn, Depends(actor(Role.admin, action="promote"))]
@@ -69,13 +70,21 @@ def _curve(run: TrainingRun, stage: str) -> tuple[tuple[float, float], ...]:
     return tuple((float(p[0]), float(p[1])) for p in losses if isinstance(p, list | tuple) and len(p) == 2)
 
 
+def _thin(points: tuple[tuple[float, float], ...], limit: int) -> tuple[tuple[float, float], ...]:
+    # A curve of 60 points reads the same as one of 200 at this size, and draws in a third of the time.
+    if len(points) <= limit:
+        return points
+    stride = len(points) / (limit - 1)
+    return (*(points[int(i * stride)] for i in range(limit - 1)), points[-1])
+
+
 def loss_chart(runs: list[TrainingRun]) -> Any:
     series: list[charts.Series] = []
     for run in runs:
         for stage in ("sft", "dpo"):
             points = _curve(run, stage)
             if points and len(series) < CURVES_SHOWN:
-                series.append(charts.Series(f"run {run.id} {stage}", points=points))
+                series.append(charts.Series(f"run {run.id} {stage}", points=_thin(points, POINTS_PER_CURVE)))
     return charts.curves("Training loss per run", x_title="step", y_title="loss", series=tuple(series))
 
 
