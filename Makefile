@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tuneloop-installed
 PYTEST_ARGS ?=
 
-.PHONY: up test install model lint bench bench-acks bench-first-words bench-memory bench-strategies clean
+.PHONY: up test install model lint bench bench-acks bench-first-words bench-memory bench-strategies bench-ui clean
 
 up: model  ## install, materialise the base model, run the service on 127.0.0.1:8000
 	$(BIN)/tuneloop serve
@@ -42,6 +42,9 @@ bench-acks: install  ## Slack ack latency, the service beside a plain Bolt app (
 
 bench-first-words: model  ## time to an answer's first visible words in Slack, streamed vs chat.update (real vLLM, about 4 minutes)
 	$(BIN)/python -m bench.first_words
+
+bench-ui: install  ## the web dashboard's page times with 100,000 interactions in SQLite (no vLLM, about a minute)
+	$(BIN)/python -m bench.ui
 
 bench-memory: model  ## the memory of reviewed answers: calibration, lookup latency, recall (about 15 minutes)
 	$(BIN)/python -m bench.memory

@@ -25,7 +25,8 @@ class Role(IntEnum):
     admin = 3
 
 
-Channel = Literal["token", "slack"]
+# How the identity was proved: an API token, Slack's signature, or a dashboard session opened with a token.
+Channel = Literal["token", "slack", "web"]
 
 
 @dataclass(frozen=True, kw_only=True)

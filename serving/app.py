@@ -15,6 +15,7 @@ from serving.api.interactions import router as interactions
 from serving.api.memory import router as memory
 from serving.api.metrics import router as metrics
 from serving.api.openai import router as openai_compat
+from serving.ui import attach_dashboard
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -26,6 +27,7 @@ def build_api(services: Services, *, lifespan: Lifespan | None = None, max_body_
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for feature in (health, openai_compat, interactions, memory, admin, metrics):
         feature.attach_router(app)
+    attach_dashboard(app, services)
     return app
 
 

@@ -94,10 +94,18 @@ class FeedbackService:
             raise InvalidQuestion("the correction is the same as the answer", hint="Change the text first.")
         refuse_credentials(text, what="the correction")
 
-    def review(self, *, correction_id: int, user_id: str, approve: bool) -> Correction:
+    def review(self, *, correction_id: int, user_id: str, approve: bool, text: str | None = None) -> Correction:
+        """Approve or reject a pending correction; an approval with `text` approves that text instead (an edit)."""
         if not self._access.is_reviewer(user_id):
             raise Forbidden(f"{user_id} is not a reviewer", hint="Ask an admin to add you to the reviewers.")
         with session_scope(self._engine) as session:
+            if text is not None:
+                text = text.strip()
+                if not approve:
+                    raise InvalidQuestion("only an approval may change a correction's text")
+                pending = feedback_repo.get_correction(session=session, correction_id=correction_id)
+                if pending is not None:
+                    self._refuse_unusable(session, interaction_id=pending.interaction_id, text=text)
             try:
                 correction = feedback_repo.review_correction(
                     session=session,
@@ -105,6 +113,7 @@ class FeedbackService:
                     reviewer_id=user_id,
                     approve=approve,
                     on_approved=self._into_memory,
+                    text=text,
                 )
             except LookupError as error:
                 raise NotFound(str(error)) from error

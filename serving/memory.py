@@ -414,7 +414,7 @@ class ReviewedMemory:
 
 
 # The audit event's source, by the channel that proved the reviewer's identity (the CLI acts through the API).
-AUDIT_SOURCES: dict[Channel, str] = {"token": "api", "slack": "slack"}
+AUDIT_SOURCES: dict[Channel, str] = {"token": "api", "slack": "slack", "web": "ui"}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
@@ -42,17 +43,34 @@ def record_vote(*, session: Session, interaction_id: int, user_id: str, vote: in
     raise RuntimeError("could not record the vote")
 
 
-def vote_totals(*, session: Session) -> dict[int, tuple[int, int]]:
-    """interaction id -> (up votes, down votes)."""
-    rows = session.exec(
-        select(Feedback.interaction_id, Feedback.vote, func.count()).group_by(
-            col(Feedback.interaction_id), col(Feedback.vote)
-        )
-    ).all()
-    totals: dict[int, tuple[int, int]] = {}
-    for interaction_id, vote, count in rows:
-        ups, downs = totals.get(interaction_id, (0, 0))
-        totals[interaction_id] = (ups + count, downs) if vote > 0 else (ups, downs + count)
+def vote_totals(*, session: Session, interaction_ids: list[int] | None = None) -> dict[int, tuple[int, int]]:
+    """interaction id -> (up votes, down votes): of every interaction, or only of `interaction_ids`."""
+    statement = select(Feedback.interaction_id, Feedback.vote, func.count()).group_by(
+        col(Feedback.interaction_id), col(Feedback.vote)
+    )
+    if interaction_ids is not None:
+        statement = statement.where(col(Feedback.interaction_id).in_(interaction_ids))
+    return _tally(session.exec(statement).all())
+
+
+def vote_totals_by_version(*, session: Session) -> dict[str | None, tuple[int, int]]:
+    """adapter version that answered -> (up votes, down votes)."""
+    statement = (
+        select(Interaction.adapter_version, Feedback.vote, func.count())
+        .join(Interaction, col(Interaction.id) == col(Feedback.interaction_id))
+        .group_by(col(Interaction.adapter_version), col(Feedback.vote))
+    )
+    return _tally(session.exec(statement).all())
+
+
+K = TypeVar("K")
+
+
+def _tally(rows: Sequence[tuple[K, int, int]]) -> dict[K, tuple[int, int]]:
+    totals: dict[K, tuple[int, int]] = {}
+    for key, vote, count in rows:
+        ups, downs = totals.get(key, (0, 0))
+        totals[key] = (ups + count, downs) if vote > 0 else (ups, downs + count)
     return totals
 
 
@@ -92,12 +110,18 @@ def review_correction(
     reviewer_id: str,
     approve: bool,
     on_approved: OnApproved | None = None,
+    text: str | None = None,
 ) -> Correction:
+    """Approve or reject a pending correction; `text` (approvals only) replaces its text first: an edit."""
     correction = session.get(Correction, correction_id)
     if correction is None:
         raise LookupError(f"correction {correction_id} does not exist")
     if correction.status != CorrectionStatus.pending:
         raise ValueError(f"correction {correction_id} is already {correction.status}")
+    if text is not None:
+        if not approve:
+            raise ValueError("only an approval may change a correction's text")
+        correction.text = text
     correction.status = CorrectionStatus.approved if approve else CorrectionStatus.rejected
     correction.reviewer_id = reviewer_id
     correction.reviewed_at = utcnow()
@@ -108,6 +132,19 @@ def review_correction(
     session.commit()
     session.refresh(correction)
     return correction
+
+
+def corrections_of(*, session: Session, interaction_ids: list[int]) -> dict[int, list[Correction]]:
+    """interaction id -> its corrections, oldest first (only interactions that have some)."""
+    if not interaction_ids:
+        return {}
+    statement = (
+        select(Correction).where(col(Correction.interaction_id).in_(interaction_ids)).order_by(col(Correction.id))
+    )
+    found: dict[int, list[Correction]] = {}
+    for row in session.exec(statement).all():
+        found.setdefault(row.interaction_id, []).append(row)
+    return found
 
 
 def get_correction(*, session: Session, correction_id: int) -> Correction | None:

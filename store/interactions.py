@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from store.models import Interaction, InteractionStatus
 from store.pages import Page, newest_first
@@ -93,12 +94,53 @@ def list_interactions(*, session: Session, limit: int = 50) -> list[Interaction]
 
 
 def page_interactions(
-    *, session: Session, limit: int, before: int | None = None, user_id: str | None = None
+    *,
+    session: Session,
+    limit: int,
+    before: int | None = None,
+    user_id: str | None = None,
+    contains: str | None = None,
 ) -> Page[Interaction]:
+    """Newest first; `contains`: only questions or answers holding that text (case-insensitive; on SQLite for ASCII)."""
     statement = select(Interaction)
     if user_id is not None:
         statement = statement.where(Interaction.user_id == user_id)
+    if contains:
+        pattern = "%" + contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        # SQLite's LIKE already ignores case (ASCII letters), and is about twice as fast as ILIKE's lower() on
+        # both sides; PostgreSQL's LIKE does not, so it gets ILIKE.
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        question, answer = col(Interaction.question), col(Interaction.answer)
+        statement = statement.where(
+            question.like(pattern, escape="\\") | answer.like(pattern, escape="\\")
+            if sqlite
+            else question.ilike(pattern, escape="\\") | answer.ilike(pattern, escape="\\")
+        )
     return newest_first(session=session, statement=statement, id_column=Interaction.id, limit=limit, before=before)
+
+
+def interactions_by_id(*, session: Session, interaction_ids: list[int]) -> dict[int, Interaction]:
+    if not interaction_ids:
+        return {}
+    rows = session.exec(select(Interaction).where(col(Interaction.id).in_(interaction_ids))).all()
+    return {row.id: row for row in rows if row.id is not None}
+
+
+def answers_per_day(*, session: Session, since: datetime) -> list[tuple[date, int]]:
+    """Answered interactions per UTC day from `since` on, oldest day first (a range of the created_at index)."""
+    day = func.date(Interaction.created_at)
+    statement = (
+        select(day, func.count())
+        .where(col(Interaction.created_at) >= since, Interaction.status == InteractionStatus.answered)
+        .group_by(day)
+        .order_by(day)
+    )
+    return [(_as_date(value), int(count)) for value, count in session.exec(statement).all()]
+
+
+def _as_date(value: Any) -> date:
+    # SQLite answers date() with text, PostgreSQL with a date.
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def list_answered(*, session: Session) -> list[Interaction]:

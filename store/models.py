@@ -192,6 +192,22 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, index=True)
 
 
+class UiSession(SQLModel, table=True):
+    """A signed-in web dashboard session: the cookie holds a random key, only its SHA-256 is kept here.
+
+    It is tied to the API token it was opened with, so revoking the token ends the session at once.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_sha256: str = Field(unique=True, max_length=64)
+    user_id: str = Field(max_length=128)
+    token_id: int = Field(foreign_key="apitoken.id", index=True)
+    # Every form of the session carries it; a post without it is refused (cross-site request forgery).
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
 class MemoryEntry(SQLModel, table=True):
     """A reviewed answer the bot gives at once: the latest approved correction of a question group."""
 

@@ -265,6 +265,20 @@ def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:
     return None
 
 
+# A run's loss curve is kept in its record for the dashboard's plot: at most this many points, evenly spread.
+MAX_CURVE_POINTS = 200
+
+
+def loss_curve(history: list[dict[str, Any]], *, max_points: int = MAX_CURVE_POINTS) -> list[list[float]]:
+    """[[step, loss], ...] from a trainer's log history, thinned to `max_points` (the last step always kept)."""
+    points = [[float(entry["step"]), float(entry["loss"])] for entry in history if "loss" in entry and "step" in entry]
+    if len(points) <= max_points:
+        return points
+    stride = len(points) / (max_points - 1)
+    kept = [points[int(i * stride)] for i in range(max_points - 1)]
+    return [*kept, points[-1]]
+
+
 def train(spec: TrainSpec, *, report: Report) -> dict[str, Any]:
     """Train the adapter described by `spec`, save it to `spec.output_dir` and return metrics."""
     import torch
@@ -326,6 +340,7 @@ def train(spec: TrainSpec, *, report: Report) -> dict[str, Any]:
             "steps": int(sft.state.global_step),
             "train_loss": float(sft_result.training_loss),
             "final_loss": _last_logged(history, "loss"),
+            "losses": loss_curve(history),
             "seconds": round(time.monotonic() - started, 1),
         },
         "dpo": None,
@@ -361,6 +376,7 @@ def train(spec: TrainSpec, *, report: Report) -> dict[str, Any]:
             "train_loss": float(dpo_result.training_loss),
             "rewards/accuracies": _last_logged(history, "rewards/accuracies"),
             "rewards/margins": _last_logged(history, "rewards/margins"),
+            "losses": loss_curve(history),
             "seconds": round(time.monotonic() - started, 1),
         }
         dpo.save_model(spec.output_dir)

@@ -212,7 +212,9 @@ def serve() -> None:
             raise typer.Exit(1)
     service = build_service(settings)
     host, port = settings.serving.host, settings.serving.port
-    console.print(f"[bold]tuneloop[/] on http://{host}:{port}  (health: /healthz, OpenAI API: /v1, docs: /docs)")
+    console.print(
+        f"[bold]tuneloop[/] on http://{host}:{port}  (dashboard: /ui, health: /healthz, OpenAI API: /v1, docs: /docs)"
+    )
     console.print(f"  store:      {service.services.info['store']}")
     console.print(f"  base model: {settings.base_model_dir}")
     console.print(

@@ -46,7 +46,7 @@ def requires(role: Role, *, action: str) -> Callable[..., Awaitable[Principal]]:
     async def check(principal: CurrentUser, services: ServicesDep) -> Principal:
         if principal.role >= role:
             return principal
-        await asyncio.to_thread(_audit_refusal, services.engine, principal, action, role)
+        await asyncio.to_thread(audit_refusal, services.engine, principal, action, role)
         raise Forbidden(
             f"{action} needs the {role.name} role; {principal.user_id} is {principal.role.name}",
             hint=services.authenticator.access.refusal_hint(role),
@@ -55,12 +55,13 @@ def requires(role: Role, *, action: str) -> Callable[..., Awaitable[Principal]]:
     return check
 
 
-def _audit_refusal(engine: Engine, principal: Principal, action: str, needed: Role) -> None:
+def audit_refusal(engine: Engine, principal: Principal, action: str, needed: Role, *, source: str = API_SOURCE) -> None:
+    """Store the refusal of `action` to `principal` for lack of the `needed` role (blocking: run it in a thread)."""
     with session_scope(engine) as session:
         audit_repo.record_audit(
             session=session,
             actor=principal.user_id,
-            source=API_SOURCE,
+            source=source,
             action=action,
             outcome="refused",
             detail={"reason": f"needs {needed.name}", "role": principal.role.name},

@@ -91,8 +91,9 @@ def test_timestamp_columns_are_timezone_aware(engine, backend):
             if backend == "postgresql":
                 # SQLite has no timezone-aware type; PostgreSQL must use timestamptz.
                 assert reflected[column.name]["type"].timezone, f"{table.name}.{column.name} is not timestamptz"
-    # every created/updated/reviewed/promoted/started/finished/heartbeat/used/revoked/approved/retired/pruned_at
-    assert datetime_columns == 22
+    # every created/updated/reviewed/promoted/started/finished/heartbeat/used/revoked/approved/retired/pruned_at,
+    # and the dashboard sessions' expires_at and created_at
+    assert datetime_columns == 24
 
 
 @pytest.mark.parametrize(
