@@ -46,6 +46,11 @@ class MergedEngine:
         """The version whose traffic may come here now; None while it reloads, restarts or is not up."""
         return self._serving
 
+    @property
+    def idle(self) -> bool:
+        """No reload under way or waiting."""
+        return not self._lock.locked()
+
     def enter(self) -> None:
         self._in_flight += 1
 

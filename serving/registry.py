@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from serving.client import InferenceClient
-from serving.errors import Conflict, EngineRejected, NotFound
+from serving.errors import Conflict, EngineRejected, NotFound, TuneloopError
 from serving.merged import MergedEngine
 from store import adapters as adapter_repo
 from store import audit as audit_repo
@@ -194,9 +194,9 @@ class AdapterRegistry:
             started = time.perf_counter()
             try:
                 adapter = self._base if active.version == BASE_VERSION else await self._load_row(active)
-            except EngineRejected as error:
+            except TuneloopError as error:  # refused, unreachable, no files here: keep serving, try again later
                 self._failed_follow = (active.version, time.monotonic())
-                log.error("registry.follow_failed version=%s error=%s", active.version, error)
+                log.error("registry.follow_failed version=%s error=%s", active.version, error.message)
                 return False
             self._failed_follow = None
             before = self._active

@@ -348,6 +348,8 @@ async def _keep_merged_engine(
             services.registry.sync_merged()
             backoff.reset()
             while (process is None or process.running) and await merged.client.healthy():
+                if merged.idle and merged.serving_version != services.registry.active.version:
+                    services.registry.sync_merged()  # a reload that failed earlier is tried again
                 await asyncio.sleep(PROBE_INTERVAL_S)  # a liveness probe interval, not synchronisation
             log.error("merged_engine.down action=restart: the active version is served through LoRA meanwhile")
         except TuneloopError as error:

@@ -4,6 +4,7 @@ or stale answer while it switches. Two real vLLM servers (the LoRA one and the m
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 import uuid
@@ -101,6 +102,18 @@ async def test_the_active_version_moves_to_the_merged_engine_once_reloaded_and_a
     assert (version, merged) == ("v0001", False)
 
 
+def nearest(text: str, expected: dict[str, str]) -> str | None:
+    """The version whose own answer shares the longest beginning with `text`; None on a tie."""
+    shared = {version: _shared_beginning(text, answer) for version, answer in expected.items()}
+    best = max(shared.values())
+    winners = [version for version, length in shared.items() if length == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+def _shared_beginning(one: str, other: str) -> int:
+    return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], zip(one, other, strict=False)))
+
+
 @dataclass
 class Asked:
     version: str
@@ -153,8 +166,14 @@ async def test_a_promotion_and_a_rollback_under_16_streams_fail_nothing_and_serv
     await asyncio.gather(*streams)
 
     assert failures == []
-    # Every answer came from the weights of the version it was recorded under, whichever engine answered.
-    assert [a for a in asked if a.text != expected[a.version]] == []
+    # No answer came from the weights of another version than the one it was recorded under, whichever engine
+    # answered: none is nearest to another version's own answer. Not all equal their own version's answer:
+    # batched requests round differently, and a greedy answer can turn at a near-tie (seen: "Three colours
+    # are" alone, "The three colours are" in a batch); such an answer may be nearest to none (a tie), which
+    # is allowed for a few.
+    attributed = [(a, nearest(a.text, expected)) for a in asked]
+    assert [a for a, version in attributed if version is not None and version != a.version] == []
+    assert sum(version is None for _a, version in attributed) <= len(asked) // 10
     # Nothing pinned after a switch was reported done went to the version it replaced.
     assert [a for a in asked if promoted_at < a.pinned_at < rolled_back_at - rollback_s and a.version != "v0001"] == []
     assert [a for a in asked if a.pinned_at > rolled_back_at and a.version != "base"] == []
