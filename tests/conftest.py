@@ -45,22 +45,23 @@ def base_model_dir() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def vllm_url(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real vLLM OpenAI server (CPU build) for the whole session, with runtime LoRA loading."""
-    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+def running_engine(
+    model_dir: Path, log_dir: Path, *, lora: bool = True, max_model_len: int = 2048, max_loras: int = 3, kv_gib: int = 2
+) -> Iterator[str]:
+    """A real vLLM OpenAI server (CPU build) on a free port, as tuneloop starts it; yields its URL, then stops it."""
     process = VLLMProcess(
         EngineConfig(
-            model_dir=base_model_dir,
+            model_dir=model_dir,
             served_model_name="tuneloop-base",
             host="127.0.0.1",
             port=free_port(),
             dtype="float32",
-            max_model_len=2048,
+            max_model_len=max_model_len,
             max_lora_rank=16,
-            max_loras=3,
-            cpu_kv_cache_gib=2,
-            log_path=log_path,
+            max_loras=max_loras,
+            cpu_kv_cache_gib=kv_gib,
+            log_path=log_dir / "vllm.log",
+            lora=lora,
         )
     )
     process.start()
@@ -71,6 +72,12 @@ def vllm_url(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         raise
     yield process.config.base_url
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_url(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real vLLM OpenAI server (CPU build) for the whole session, with runtime LoRA loading."""
+    yield from running_engine(base_model_dir, tmp_path_factory.mktemp("vllm"))
 
 
 @pytest.fixture(scope="session")
@@ -79,29 +86,7 @@ def merged_vllm_url(base_model_dir: Path, vllm_url: str, tmp_path_factory: pytes
 
     Started after `vllm_url` is healthy, so that the two never compile at the same time on two cores.
     """
-    process = VLLMProcess(
-        EngineConfig(
-            model_dir=base_model_dir,
-            served_model_name="tuneloop-base",
-            host="127.0.0.1",
-            port=free_port(),
-            dtype="float32",
-            max_model_len=2048,
-            max_lora_rank=16,
-            max_loras=3,
-            cpu_kv_cache_gib=1,
-            log_path=tmp_path_factory.mktemp("vllm-merged") / "vllm.log",
-            lora=False,
-        )
-    )
-    process.start()
-    try:
-        asyncio.run(process.wait_healthy(timeout_s=600))
-    except Exception:
-        process.stop()
-        raise
-    yield process.config.base_url
-    process.stop()
+    yield from running_engine(base_model_dir, tmp_path_factory.mktemp("vllm-merged"), lora=False, kv_gib=1)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ Two real vLLM OpenAI servers (CPU build, the real SmolLM2-135M); the second one 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,12 +15,11 @@ import pytest
 from sqlalchemy import Engine
 
 from serving.client import InferenceClient
-from serving.engine import EngineConfig, VLLMProcess
 from serving.errors import EngineUnavailable
 from serving.registry import AdapterRegistry
 from store import adapters as adapter_repo
 from store.db import make_engine, migrate, session_scope
-from tests.conftest import free_port
+from tests.conftest import free_port, running_engine
 
 pytestmark = pytest.mark.slow
 
@@ -29,28 +27,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def second_vllm_url(base_model_dir: Path, vllm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second real vLLM server beside the session's one (`vllm_url` first, so that they do not start at once)."""
-    process = VLLMProcess(
-        EngineConfig(
-            model_dir=base_model_dir,
-            served_model_name="tuneloop-base",
-            host="127.0.0.1",
-            port=free_port(),
-            dtype="float32",
-            max_model_len=1024,
-            max_lora_rank=16,
-            max_loras=2,
-            cpu_kv_cache_gib=1,
-            log_path=tmp_path_factory.mktemp("vllm2") / "vllm.log",
-        )
+    yield from running_engine(
+        base_model_dir, tmp_path_factory.mktemp("vllm2"), max_model_len=1024, max_loras=2, kv_gib=1
     )
-    process.start()
-    try:
-        asyncio.run(process.wait_healthy(timeout_s=600))
-    except Exception:
-        process.stop()
-        raise
-    yield process.config.base_url
-    process.stop()
 
 
 @pytest.fixture
