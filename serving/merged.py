@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 class MergedEngine:
     """One engine (or a list of replicas, see InferenceClient) serving one version at a time, merged."""
 
-    def __init__(self, *, client: InferenceClient, model_name: str, base_model_dir: Path, merged_dir: Path) -> None:
+    def __init__(
+        self, *, client: InferenceClient, model_name: str, base_model_dir: Path, merged_dir: Path, up: bool = True
+    ) -> None:
         self.client = client
+        # Whether the engine is known to answer: the service's keeper says so (`started`) once it is healthy,
+        # so that nothing tries to reload an engine that is still starting.
+        self._up = up
         self.model_name = model_name  # the name the engine serves its weights under
         self._base_model_dir = base_model_dir
         self._merged_dir = merged_dir
@@ -60,8 +65,14 @@ class MergedEngine:
             self._drained.notify_all()
 
     def forget(self) -> None:
-        """The engine restarted (its weights are the base's again): no traffic until `serve` says so."""
+        """The engine is down (or restarting): no traffic, and no reload, until it has `started`."""
         self._serving = None
+        self._up = False
+
+    def started(self) -> None:
+        """The engine answers, with the base weights of a fresh start: no traffic until `serve` says so."""
+        self._serving = None
+        self._up = True
 
     async def serve(self, version: str, adapter_path: str | None) -> bool:
         """Make the engine's weights `version` (None path: the base model); True when it now serves it.
@@ -71,6 +82,8 @@ class MergedEngine:
         async with self._lock:
             if self._serving == version:
                 return True
+            if not self._up:
+                return False  # its keeper brings it to the active version once it is up
             self._serving = None  # from here on, new requests for any version take the LoRA path
             async with self._drained:
                 await self._drained.wait_for(lambda: self._in_flight == 0)

@@ -105,6 +105,7 @@ def merged_engine(settings: Settings) -> tuple[MergedEngine | None, VLLMProcess 
         model_name=s.served_model_name,
         base_model_dir=settings.base_model_dir.resolve(),
         merged_dir=settings.merged_dir,
+        up=False,  # until its keeper has seen it healthy
     )
     return merged, process
 
@@ -343,7 +344,7 @@ async def _keep_merged_engine(
                 log.info("merged_engine.ready url=%s seconds=%.1f", merged.client.base_url, waited)
             elif not await merged.client.healthy():
                 raise TuneloopError(f"the merged vLLM server at {merged.client.base_url} is not healthy")
-            merged.forget()  # a fresh start holds the base weights, whatever it served before
+            merged.started()  # a fresh start holds the base weights, whatever it served before
             await services.ready.wait()  # the registry knows the active version once the main engine is up
             services.registry.sync_merged()
             backoff.reset()
