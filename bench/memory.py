@@ -25,17 +25,23 @@ import json
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from sqlalchemy import insert
+import numpy.typing as npt
+from sqlalchemy import create_engine, insert, make_url, text
+from sqlmodel import select
 
 from bench.stack import REPO, Stack, run_cycle, running_stack
+from serving.api.deps import Services
 from serving.memory import MemorySettings, ReviewedMemory
 from store.db import make_engine, migrate, session_scope
-from store.memory import Approval, remember
+from store.memory import Approval, paraphrases_of, remember
 from store.models import MemoryEntry, MemoryWording, utcnow
 from tests.e2e.memory_facts import FACTS, GENERAL, NEAR_MISSES, Fact
 from training.embedder import DIMENSIONS, embed
@@ -49,14 +55,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def calibrate() -> list[dict[str, Any]]:
-    entries = embed([fact.question for fact in FACTS])
+def calibrate(wordings: list[list[str]] | None = None) -> list[dict[str, Any]]:
+    """Per threshold; `wordings`: each fact's stored wordings (default: only the question a reviewer corrected)."""
+    wordings = wordings or [[fact.question] for fact in FACTS]
+    owners = np.array([i for i, texts in enumerate(wordings) for _ in texts])
+    matrix = embed([text for texts in wordings for text in texts])
+
+    def per_fact(questions: list[str]) -> npt.NDArray[np.float32]:
+        scores = embed(questions) @ matrix.T  # a fact's score is that of its nearest wording
+        return np.stack([scores[:, owners == i].max(1) for i in range(len(FACTS))], axis=1)
+
     paraphrases = [p for fact in FACTS for p in fact.paraphrases]
     truth = np.array([i for i, fact in enumerate(FACTS) for _ in fact.paraphrases])
-    para_scores = embed(paraphrases) @ entries.T
+    para_scores = per_fact(paraphrases)
     best, top = para_scores.argmax(1), para_scores.max(1)
-    general_top = (embed(GENERAL) @ entries.T).max(1)
-    near_top = (embed(NEAR_MISSES) @ entries.T).max(1)
+    general_top = per_fact(GENERAL).max(1)
+    near_top = per_fact(NEAR_MISSES).max(1)
     rows = []
     for t in THRESHOLDS:
         rows.append(
@@ -71,10 +85,30 @@ def calibrate() -> list[dict[str, Any]]:
     return rows
 
 
-def lookup_latency(entries: int, queries: list[str]) -> dict[str, float]:
+@contextmanager
+def scratch_database(postgres: str | None) -> Iterator[str]:
+    """A new database: a SQLite file, or (`postgres`: a server's URL) a PostgreSQL database dropped afterwards."""
+    if postgres is None:
+        with tempfile.TemporaryDirectory(prefix="tuneloop-memory-") as folder:
+            yield f"sqlite:///{Path(folder) / 'memory.db'}"
+        return
+    name = f"tuneloop_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield str(make_url(postgres).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def lookup_latency(
+    entries: int, queries: list[str], *, postgres: str | None = None, pgvector: bool = False
+) -> dict[str, Any]:
     """p50/p95 of one lookup (the question's embedding and the search) over `entries` stored entries."""
-    with tempfile.TemporaryDirectory(prefix="tuneloop-memory-") as folder:
-        url = f"sqlite:///{Path(folder) / 'memory.db'}"
+    with scratch_database(postgres) as url:
         migrate(url)
         engine = make_engine(url)
         rng = np.random.default_rng(7)
@@ -108,9 +142,9 @@ def lookup_latency(entries: int, queries: list[str]) -> dict[str, float]:
                     ],
                 )
             session.commit()
-        memory = ReviewedMemory(engine=engine, settings=MemorySettings())
         started = time.perf_counter()
-        memory.recall("warm up")  # loads the index and the embedder
+        memory = ReviewedMemory(engine=engine, settings=MemorySettings(pgvector=pgvector))
+        memory.recall("warm up")  # loads the index and the embedder (and fills pgvector's column and index)
         load_s = time.perf_counter() - started
         samples = []
         for question in queries * 3:
@@ -120,6 +154,7 @@ def lookup_latency(entries: int, queries: list[str]) -> dict[str, float]:
         engine.dispose()
     return {
         "entries": entries,
+        "backend": "sqlite" if postgres is None else f"postgresql, {memory.search_backend}",
         "p50_ms": round(statistics.median(samples), 1),
         "p95_ms": round(percentile(samples, 0.95), 1),
         "first_load_s": round(load_s, 2),
@@ -220,12 +255,52 @@ async def prompt_formats(http: httpx.AsyncClient, base_model: str) -> dict[str, 
     return results
 
 
+async def ask_every_wording(http: httpx.AsyncClient, before: dict[str, str]) -> dict[str, Any]:
+    """Every unseen paraphrase, the near misses and the general questions, as the service stands now."""
+    recalled, direct_count, latencies, missed = 0, 0, [], []
+    for fact in FACTS:
+        for paraphrase in fact.paraphrases:
+            answer = await ask(http, paraphrase)
+            hit = fact.key in answer["answer"].lower()
+            recalled += hit
+            memory = answer.get("memory") or {}
+            direct_count += memory.get("mode") == "direct"
+            latencies.append(answer["latency_ms"])
+            if not hit:
+                missed.append({"question": paraphrase, "memory": memory.get("mode"), "answer": answer["answer"][:80]})
+    near = [await ask(http, q) for q in NEAR_MISSES]
+    general = [await ask(http, q) for q in GENERAL]
+    return {
+        "recall": round(recalled / len(latencies), 3),
+        "direct_share": round(direct_count / len(latencies), 3),
+        "answer_p50_ms": round(statistics.median(latencies)),
+        "near_miss_with_a_fact": round(sum(_has_fact(a["answer"]) for a in near) / len(near), 3),
+        "general_unchanged": round(
+            sum(a["answer"] == before[q] for a, q in zip(general, GENERAL, strict=True)) / len(GENERAL), 3
+        ),
+        "missed": missed,
+    }
+
+
+def stored_wordings(services: Services) -> list[list[str]]:
+    """Each fact's wordings as the memory stores them (the corrected question and the paraphrases written)."""
+    with session_scope(services.engine) as session:
+        entries = session.exec(select(MemoryEntry)).all()
+        by_answer = {entry.answer: entry.id for entry in entries}
+        written = paraphrases_of(session=session, entry_ids=[e.id for e in entries if e.id is not None])
+    return [[fact.question, *written.get(by_answer[fact.answer] or 0, [])] for fact in FACTS]
+
+
 async def recall_without_retrain(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with running_stack(port=args.port, vllm_port=args.vllm_port) as stack:
-        http, memory = stack.http, stack.settings.memory
+        http, memory, services = stack.http, stack.settings.memory, stack.services
+        assert services is not None and services.memory.paraphraser is not None
+        paraphraser = services.memory.paraphraser
         results["prompt_formats"] = await prompt_formats(http, stack.settings.serving.served_model_name)
         before = {q: (await ask(http, q))["answer"] for q in GENERAL}
+        # Before and after in one run: the facts are taught with paraphrasing off, measured, then paraphrased.
+        count, paraphraser.count = paraphraser.count, 0
         for fact in FACTS:
             asked = await ask(http, fact.question)
             corrected = await http.post(
@@ -235,24 +310,27 @@ async def recall_without_retrain(args: argparse.Namespace) -> dict[str, Any]:
         for mode, direct in (("prompt_only", False), ("direct_on", True)):
             memory.direct_answers = direct  # the running service's own settings object
             print(f"asking {sum(len(f.paraphrases) for f in FACTS)} unseen paraphrases ({mode}) ...", flush=True)
-            recalled, direct_count, latencies = 0, 0, []
-            for fact in FACTS:
-                for paraphrase in fact.paraphrases:
-                    answer = await ask(http, paraphrase)
-                    recalled += fact.key in answer["answer"].lower()
-                    direct_count += (answer.get("memory") or {}).get("mode") == "direct"
-                    latencies.append(answer["latency_ms"])
-            near = [await ask(http, q) for q in NEAR_MISSES]
-            general = [await ask(http, q) for q in GENERAL]
-            results[mode] = {
-                "recall": round(recalled / len(latencies), 3),
-                "direct_share": round(direct_count / len(latencies), 3),
-                "answer_p50_ms": round(statistics.median(latencies)),
-                "near_miss_with_a_fact": round(sum(_has_fact(a["answer"]) for a in near) / len(near), 3),
-                "general_unchanged": round(
-                    sum(a["answer"] == before[q] for a, q in zip(general, GENERAL, strict=True)) / len(GENERAL), 3
-                ),
-            }
+            results[mode] = await ask_every_wording(http, before)
+        paraphraser.count = count
+        print(f"paraphrasing the {len(FACTS)} reviewed questions ({count} each, one request each) ...", flush=True)
+        with session_scope(services.engine) as session:
+            entry_ids = [e.id for e in session.exec(select(MemoryEntry)).all() if e.id is not None]
+        started = time.perf_counter()
+        await paraphraser.paraphrases_of(entry_ids)
+        paraphrase_s = time.perf_counter() - started
+        wordings = stored_wordings(services)
+        unseen = {p.lower() for fact in FACTS for p in fact.paraphrases}
+        results["paraphrases"] = {
+            "per_entry_s": round(paraphrase_s / len(FACTS), 2),
+            "stored_per_entry": round(statistics.mean(len(w) - 1 for w in wordings), 1),
+            "unseen_among_them": sum(text.lower() in unseen for texts in wordings for text in texts[1:]),
+            "examples": {texts[0]: texts[1:] for texts in wordings[:3]},
+        }
+        results["calibration_with_paraphrases"] = calibrate(wordings)
+        for mode, direct in (("prompt_only_paraphrased", False), ("direct_on_paraphrased", True)):
+            memory.direct_answers = direct
+            print(f"asking the unseen paraphrases again ({mode}) ...", flush=True)
+            results[mode] = await ask_every_wording(http, before)
         if args.cycle:
             results["after_one_cycle"] = await after_one_cycle(stack)
     return results
@@ -276,7 +354,7 @@ def retrieval_added_ms() -> dict[str, float]:
                     embedding=vector.tobytes(),
                     interaction_id=None,
                 )
-                remember(session=session, entry=None, approval=approval)
+                remember(session=session, entry=None, approval=approval)  # (entry, new wording)
             session.commit()
         memory.recall("warm up")
         samples = []
@@ -289,14 +367,22 @@ def retrieval_added_ms() -> dict[str, float]:
 
 
 def print_tables(r: dict[str, Any]) -> None:
-    print("\nCalibration (MiniLM cosine of a question with the nearest entry's wording)\n")
-    print("| threshold | unseen paraphrases: right entry | wrong entry | general: false hit | near miss: false hit |")
-    print("|---|---|---|---|---|")
-    for row in r["calibration"]:
+    for key, title in (
+        ("calibration", "the corrected question only"),
+        ("calibration_with_paraphrases", "the corrected question and the paraphrases the base model wrote"),
+    ):
+        if key not in r:
+            continue
+        print(f"\nCalibration (MiniLM cosine of a question with the nearest entry's wording; {title})\n")
         print(
-            f"| {row['threshold']:.2f} | {row['hit_rate']:.0%} | {row['wrong_hit_rate']:.0%} "
-            f"| {row['false_hit_rate_general']:.0%} | {row['false_hit_rate_near_miss']:.0%} |"
+            "| threshold | unseen paraphrases: right entry | wrong entry | general: false hit | near miss: false hit |"
         )
+        print("|---|---|---|---|---|")
+        for row in r[key]:
+            print(
+                f"| {row['threshold']:.2f} | {row['hit_rate']:.0%} | {row['wrong_hit_rate']:.0%} "
+                f"| {row['false_hit_rate_general']:.0%} | {row['false_hit_rate_near_miss']:.0%} |"
+            )
     formats = r.get("no_retrain", {}).get("prompt_formats", {})
     if formats:
         print("\n| The nearest reviewed answer in the prompt, base model | paraphrases: recall | near misses: copied |")
@@ -306,13 +392,20 @@ def print_tables(r: dict[str, Any]) -> None:
     print("\n| What | Figure |\n|---|---|")
     for lookup in r["lookup"]:
         print(
-            f"| lookup at {lookup['entries']:,} entries (p50 / p95) | {lookup['p50_ms']} / {lookup['p95_ms']} ms "
+            f"| lookup at {lookup['entries']:,} entries, {lookup.get('backend', 'sqlite')} (p50 / p95) "
+            f"| {lookup['p50_ms']} / {lookup['p95_ms']} ms "
             f"(index first load {lookup['first_load_s']} s) |"
         )
     added = r["retrieval_added"]
     print(f"| latency the lookup adds to an answer (p50 / p95) | {added['p50_ms']} / {added['p95_ms']} ms |")
+    paraphrased = r.get("no_retrain", {}).get("paraphrases")
+    if paraphrased:
+        print(
+            f"| paraphrases written per entry (one request) | {paraphrased['stored_per_entry']} stored, "
+            f"{paraphrased['per_entry_s']} s each; unseen wordings among them: {paraphrased['unseen_among_them']} |"
+        )
     for mode, figures in r.get("no_retrain", {}).items():
-        if mode in ("after_one_cycle", "prompt_formats"):
+        if mode in ("after_one_cycle", "prompt_formats", "paraphrases", "calibration_with_paraphrases"):
             continue
         print(
             f"| no retrain, {mode}: recall of unseen paraphrases | {figures['recall']:.0%} "
@@ -329,14 +422,27 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8701)
     parser.add_argument("--vllm-port", type=int, default=8702)
     parser.add_argument("--no-vllm", action="store_true", help="only the calibration and the lookup latency")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also time lookups on this PostgreSQL server (a scratch database), with pgvector where installed "
+        "and without, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    )
     parser.add_argument("--cycle", action="store_true", help="also one tuning cycle (about 30 more minutes)")
     args = parser.parse_args()
     results: dict[str, Any] = {"calibration": calibrate()}
     queries = [p for fact in FACTS for p in fact.paraphrases]
     results["lookup"] = [lookup_latency(n, queries) for n in (10_000, 100_000)]
+    if args.postgres:
+        results["lookup"] += [
+            lookup_latency(n, queries, postgres=args.postgres, pgvector=pgvector)
+            for pgvector in (True, False)
+            for n in (10_000, 100_000)
+        ]
     results["retrieval_added"] = retrieval_added_ms()
     if not args.no_vllm:
         results["no_retrain"] = asyncio.run(recall_without_retrain(args))
+        results["calibration_with_paraphrases"] = results["no_retrain"].pop("calibration_with_paraphrases")
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)
 

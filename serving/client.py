@@ -87,9 +87,13 @@ class InferenceClient:
         return str(data["choices"][0]["message"]["content"] or "")
 
     async def sample(
-        self, *, model: str, messages: list[Message], n: int, max_tokens: int, temperature: float, seed: int
+        self, *, model: str, messages: list[Message], n: int, max_tokens: int, temperature: float, seed: int | None
     ) -> list[str]:
-        """n independent completions of one prompt (used to write paraphrases)."""
+        """n independent completions of one prompt (used to write paraphrases).
+
+        `seed` None: vLLM's shared generator. A seeded request whose prompt is split across engine steps (a busy
+        batch) stops vLLM's CPU engine ("CPU Generator does not use offset"), so requests sent beside live traffic
+        are better unseeded."""
         payload = {
             "model": model,
             "messages": messages,

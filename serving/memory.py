@@ -23,15 +23,17 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session
 
 from serving.access import Channel, Principal
 from serving.api.interactions.protocol import MAX_CORRECTION_CHARS
 from serving.approved_text import refuse_credentials
 from serving.errors import Conflict, Forbidden, InvalidQuestion, NotFound, TuneloopError
+from serving.memory_paraphrases import MemoryParaphraser
 from store import audit as audit_repo
 from store import memory as memory_repo
+from store import vectors as vector_search
 from store.audit import AuditEntry
 from store.db import session_scope
 from store.models import Correction, Interaction, MemoryEntry, MemoryMode, MemoryStatus
@@ -48,7 +50,7 @@ LATE_COMMIT_RECHECK_S = 1.0
 class MemorySettings(BaseModel):
     enabled: bool = Field(default=True, description="Serve reviewed answers at once (off: only the adapter learns).")
     prompt_threshold: float = Field(
-        default=0.55,
+        default=0.60,
         ge=0,
         le=1,
         description="Entries at least this similar to a question (MiniLM cosine) go into the prompt as reviewed "
@@ -69,13 +71,26 @@ class MemorySettings(BaseModel):
         "its approved answer replaces the entry's (the latest approval wins).",
     )
     max_prompt_answers: int = Field(default=2, ge=1, le=5, description="Reviewed answers put into one prompt.")
+    pgvector: bool = Field(
+        default=False,
+        description="On PostgreSQL with the pgvector extension installed, search the wordings there (HNSW index); "
+        "false, or elsewhere: exact cosine similarity in each process (off by default: not faster in "
+        "bench/memory.py on this machine, see the README).",
+    )
+    paraphrases: int = Field(
+        default=8,
+        ge=0,
+        le=16,
+        description="Rewordings of a reviewed question the base model writes (one request, in the background after "
+        "the approval) and the entry keeps, for recall and for the nightly training; 0: none.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class MemoryHit:
     entry_id: int
-    score: float
-    wording: str  # the entry's wording nearest to the question
+    score: float  # of the entry's wording nearest to the question, a paraphrase the base model wrote included
+    wording: str  # the entry's asked wording nearest to the question (what a reviewer saw corrected)
     answer: str
     approved_by: str
     approved_at: datetime
@@ -106,9 +121,15 @@ class _EntryFacts:
 class MemoryIndex:
     """The active wordings of one database, kept in step with it by change stamps. Thread-safe."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, pgvector: bool = False) -> None:
         self._engine = engine
         self._lock = threading.Lock()
+        # PostgreSQL with pgvector searches the wordings itself; else the matrix below is searched here.
+        self._pgvector = False
+        if pgvector:
+            why_not = vector_search.enable(engine)
+            self._pgvector = why_not is None
+            log.info("memory.search backend=%s%s", self.backend, f" reason={why_not}" if why_not else "")
         self._stamp: datetime | None = None
         self._loaded = False
         self._entries: dict[int, _EntryFacts] = {}
@@ -116,6 +137,7 @@ class MemoryIndex:
         self._rechecked_at = 0.0
         self._entry_ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._texts: list[str] = []
+        self._asked: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
         self._matrix: npt.NDArray[np.float32] = np.zeros((0, DIMENSIONS), dtype=np.float32)
 
     def refresh(self) -> None:
@@ -129,17 +151,22 @@ class MemoryIndex:
                 # so that a change committed after a newer one is not skipped.
                 since = self._stamp - LATE_COMMIT_WINDOW if self._loaded and self._stamp is not None else None
                 entries, wordings = memory_repo.changed_since(session=session, stamp=since)
-                self._apply(entries, wordings, stamp)
+                changed = self._apply(entries, wordings, stamp)
+                if self._pgvector and changed:
+                    # Wordings written since, by any process, get their vector before they are searched.
+                    vector_search.fill_missing(session=session)
+                    session.commit()
                 self._rechecked_at = time.monotonic()
 
     def _apply(
         self, entries: list[MemoryEntry], wordings: list[memory_repo.StoredWording], stamp: datetime | None
-    ) -> None:
+    ) -> int:
+        """Load what changed; returns how many entries did."""
         # Rows of the look-back window that are already loaded as they are change nothing.
         entries = [e for e in entries if e.id is not None and self._versions.get(e.id) != e.updated_at]
         if self._loaded and not entries:
             self._stamp = stamp
-            return
+            return 0
         changed = np.array([entry.id for entry in entries], dtype=np.int64)
         keep = ~np.isin(self._entry_ids, changed)
         for entry in entries:
@@ -160,37 +187,56 @@ class MemoryIndex:
         self._matrix = np.vstack([self._matrix[keep], vectors])
         self._entry_ids = np.concatenate([self._entry_ids[keep], np.array([w.entry_id for w in added], np.int64)])
         self._texts = [t for t, k in zip(self._texts, keep, strict=True) if k] + [w.text for w in added]
+        self._asked = np.concatenate([self._asked[keep], np.array([w.asked for w in added], np.bool_)])
         self._stamp = stamp
         self._loaded = True
         log.info("memory.reloaded changed_entries=%d wordings=%d", len(entries), len(self._texts))
+        return len(entries)
 
-    def nearest(self, vector: npt.NDArray[np.float32], *, limit: int, floor: float) -> list[MemoryHit]:
-        """The `limit` best entries at least `floor` similar, one hit per entry (its nearest wording)."""
+    def nearest(
+        self, vector: npt.NDArray[np.float32], *, limit: int, floor: float, asked_only: bool = False
+    ) -> list[MemoryHit]:
+        """The `limit` best entries at least `floor` similar, one hit per entry (its nearest wording; with
+        `asked_only`, its nearest asked wording: the paraphrases the base model wrote are left out)."""
         with self._lock:
             if not len(self._texts):
                 return []
-            # In torch, on the embedder's own thread pool: NumPy's BLAS pool would wake beside it and double the
-            # lookup's time on a small machine (bench/memory.py).
-            scores = (torch.from_numpy(self._matrix) @ torch.from_numpy(vector)).numpy()
-            # More candidates than entries wanted: several of an entry's wordings may rank first.
-            candidates = min(len(scores), limit * 8)
-            top = np.argpartition(-scores, candidates - 1)[:candidates]
+            # More candidates than entries wanted: several of an entry's wordings may rank first (and, from pgvector,
+            # wordings of retired entries, left out below).
+            candidates = min(len(self._texts), limit * 8)
+            if self._pgvector:
+                with session_scope(self._engine) as session:
+                    ranked = [
+                        (w.entry_id, w.score, w.asked, w.text)
+                        for w in vector_search.nearest_wordings(
+                            session=session, vector=vector, limit=limit * 8, asked_only=asked_only
+                        )
+                    ]
+            else:
+                # In torch, on the embedder's own thread pool: NumPy's BLAS pool would wake beside it and double
+                # the lookup's time on a small machine (bench/memory.py).
+                scores = (torch.from_numpy(self._matrix) @ torch.from_numpy(vector)).numpy()
+                if asked_only:
+                    scores = np.where(self._asked, scores, np.float32(-2.0))
+                top = np.argpartition(-scores, candidates - 1)[:candidates]
+                ranked = [
+                    (int(self._entry_ids[row]), float(scores[row]), bool(self._asked[row]), self._texts[row])
+                    for row in top[np.argsort(-scores[top])]
+                ]
             hits: list[MemoryHit] = []
-            seen: set[int] = set()
-            for row in top[np.argsort(-scores[top])]:
-                score = float(scores[row])
-                entry_id = int(self._entry_ids[row])
+            for entry_id, score, asked, wording in ranked:
                 if score < floor or len(hits) == limit:
                     break
-                if entry_id in seen:
+                # An entry retired or changed since this process loaded it is left to the next refresh.
+                if entry_id in {hit.entry_id for hit in hits} or entry_id not in self._entries:
                     continue
-                seen.add(entry_id)
                 facts = self._entries[entry_id]
                 hits.append(
                     MemoryHit(
                         entry_id=entry_id,
                         score=score,
-                        wording=self._texts[row],
+                        # A paraphrase matched best: the prompt and the reviewer are shown the question asked.
+                        wording=wording if asked else self._nearest_asked(entry_id, vector, default=wording),
                         answer=facts.answer,
                         approved_by=facts.approved_by,
                         approved_at=facts.approved_at,
@@ -198,9 +244,20 @@ class MemoryIndex:
                 )
             return hits
 
+    def _nearest_asked(self, entry_id: int, vector: npt.NDArray[np.float32], *, default: str) -> str:
+        rows = np.flatnonzero((self._entry_ids == entry_id) & self._asked)
+        if not len(rows):
+            return default
+        return self._texts[int(rows[np.argmax(self._matrix[rows] @ vector)])]
+
     @property
     def size(self) -> int:
         return len(self._texts)
+
+    @property
+    def backend(self) -> str:
+        """How the wordings are searched: "pgvector" (in PostgreSQL) or "exact" (cosine in this process)."""
+        return "pgvector" if self._pgvector else "exact"
 
 
 def usable_answer(answer: str) -> str:
@@ -217,10 +274,22 @@ def usable_answer(answer: str) -> str:
 class ReviewedMemory:
     """Lookups for answers, and the writes that approvals, edits and retirements make."""
 
-    def __init__(self, *, engine: Engine, settings: MemorySettings) -> None:
+    def __init__(
+        self, *, engine: Engine, settings: MemorySettings, paraphraser: MemoryParaphraser | None = None
+    ) -> None:
         self._engine = engine
         self._settings = settings
-        self._index = MemoryIndex(engine)
+        self._index = MemoryIndex(engine, pgvector=settings.pgvector)
+        self._paraphraser = paraphraser
+
+    @property
+    def search_backend(self) -> str:
+        """ "pgvector" (PostgreSQL with the extension) or "exact" (cosine similarity in this process)."""
+        return self._index.backend
+
+    @property
+    def paraphraser(self) -> MemoryParaphraser | None:
+        return self._paraphraser
 
     @property
     def settings(self) -> MemorySettings:
@@ -259,7 +328,8 @@ class ReviewedMemory:
         entry = memory_repo.entry_of_interaction(session=session, interaction_id=interaction.id)
         if entry is None:
             self._index.refresh()
-            same = self._index.nearest(vector, limit=1, floor=self._settings.group_threshold)
+            # Asked wordings only: a paraphrase the model wrote may have drifted to another question.
+            same = self._index.nearest(vector, limit=1, floor=self._settings.group_threshold, asked_only=True)
             if same:
                 entry = memory_repo.get_entry(session=session, entry_id=same[0].entry_id)
         return entry
@@ -281,8 +351,13 @@ class ReviewedMemory:
             embedding=vector.tobytes(),
             interaction_id=interaction.id,
         )
-        entry = memory_repo.remember(session=session, entry=entry, approval=approval)
+        entry, new_wording = memory_repo.remember(session=session, entry=entry, approval=approval)
         log.info("memory.remembered entry=%s correction=%s", entry.id, correction.id)
+        paraphraser = self._paraphraser
+        if new_wording and paraphraser is not None and entry.id is not None:
+            # Only once the approval is stored: the entry serves at once, its paraphrases follow in seconds.
+            entry_id, wording = entry.id, interaction.question
+            event.listen(session, "after_commit", lambda _session: paraphraser.submit(entry_id, wording), once=True)
         return entry
 
     # --- Reviewers manage entries: the API, the CLI (through the API) and Slack's App Home call these. ---

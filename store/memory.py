@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 
-from store.models import Interaction, MemoryEntry, MemoryStatus, MemoryWording, utcnow
+from store.models import Interaction, MemoryEntry, MemoryStatus, MemoryWording, WordingSource, utcnow
 from store.pages import Page, newest_first
 
 
@@ -16,6 +16,7 @@ class StoredWording:
     entry_id: int
     text: str
     embedding: bytes
+    asked: bool = True  # False: a paraphrase the base model wrote
 
 
 def latest_change(*, session: Session) -> datetime | None:
@@ -48,11 +49,13 @@ def changed_since(*, session: Session, stamp: datetime | None) -> tuple[list[Mem
     for start in range(0, len(active_ids), 500):
         chunk = active_ids[start : start + 500]
         rows = session.exec(
-            select(MemoryWording.entry_id, MemoryWording.text, MemoryWording.embedding).where(
+            select(MemoryWording.entry_id, MemoryWording.text, MemoryWording.embedding, MemoryWording.source).where(
                 col(MemoryWording.entry_id).in_(chunk)
             )
         ).all()
-        wordings.extend(StoredWording(entry_id=e, text=t, embedding=b) for e, t, b in rows)
+        wordings.extend(
+            StoredWording(entry_id=e, text=t, embedding=b, asked=s == WordingSource.asked) for e, t, b, s in rows
+        )
     return entries, wordings
 
 
@@ -68,10 +71,11 @@ class Approval:
     interaction_id: int | None
 
 
-def remember(*, session: Session, entry: MemoryEntry | None, approval: Approval) -> MemoryEntry:
+def remember(*, session: Session, entry: MemoryEntry | None, approval: Approval) -> tuple[MemoryEntry, bool]:
     """A new entry, or (`entry` given: the same question group) a later approval that replaces its answer.
 
-    The wording is kept unless the entry has it already; a retired entry approved again is active again."""
+    The wording is kept unless the entry has it already; a retired entry approved again is active again.
+    Returns the entry and whether the approval's wording was new to it (then it is worth paraphrasing)."""
     stamp = _next_stamp(session)
     if entry is None:
         entry = MemoryEntry(answer=approval.answer, approved_by=approval.approved_by, created_at=stamp)
@@ -86,7 +90,11 @@ def remember(*, session: Session, entry: MemoryEntry | None, approval: Approval)
     session.add(entry)
     session.flush()
     assert entry.id is not None
-    if not _has_wording(session, entry, approval.wording):
+    known = _known_wording(session, entry_id=entry.id, text=approval.wording)
+    if known is None or known.source != WordingSource.asked:
+        # A wording the base model wrote and someone then asked is an asked wording now (it keeps its embedding).
+        if known is not None:
+            session.delete(known)
         session.add(
             MemoryWording(
                 entry_id=entry.id,
@@ -95,12 +103,95 @@ def remember(*, session: Session, entry: MemoryEntry | None, approval: Approval)
                 embedding=approval.embedding,
             )
         )
-    return entry
+        _drop_paraphrases_elsewhere(session, entry=entry, text=approval.wording, stamp=stamp)
+    return entry, known is None
 
 
-def _has_wording(session: Session, entry: MemoryEntry, text: str) -> bool:
-    statement = select(MemoryWording.id).where(MemoryWording.entry_id == entry.id, MemoryWording.text == text)
-    return session.exec(statement).first() is not None
+def _drop_paraphrases_elsewhere(session: Session, *, entry: MemoryEntry, text: str, stamp: datetime) -> None:
+    """A question a reviewer corrected belongs to its own entry: another entry's paraphrase of the same words
+    (a rewording that drifted to another question) goes, and that entry's stamp moves so every process drops it."""
+    statement = select(MemoryWording).where(
+        MemoryWording.text == text, MemoryWording.source == WordingSource.paraphrase, MemoryWording.entry_id != entry.id
+    )
+    for wording in session.exec(statement).all():
+        other = session.get(MemoryEntry, wording.entry_id)
+        session.delete(wording)
+        if other is not None:
+            other.updated_at = stamp
+            session.add(other)
+
+
+def _known_wording(session: Session, *, entry_id: int, text: str) -> MemoryWording | None:
+    statement = select(MemoryWording).where(MemoryWording.entry_id == entry_id, MemoryWording.text == text)
+    return session.exec(statement).first()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewWording:
+    text: str
+    embedding: bytes
+
+
+def add_paraphrases(*, session: Session, entry_id: int, wordings: list[NewWording]) -> int:
+    """Store model-written wordings of an entry's question (those it lacks); returns how many were added.
+
+    The entry's change stamp moves forward, so every process loads them; its answer and approval stay as they are.
+    """
+    entry = session.get(MemoryEntry, entry_id)
+    if entry is None:
+        return 0
+    have = set(session.exec(select(MemoryWording.text).where(MemoryWording.entry_id == entry_id)).all())
+    added = 0
+    for wording in wordings:
+        if wording.text in have:
+            continue
+        have.add(wording.text)
+        session.add(
+            MemoryWording(
+                entry_id=entry_id, text=wording.text, embedding=wording.embedding, source=WordingSource.paraphrase
+            )
+        )
+        added += 1
+    if added:
+        entry.updated_at = _next_stamp(session)
+        session.add(entry)
+    return added
+
+
+def paraphrases_of(*, session: Session, entry_ids: list[int]) -> dict[int, list[str]]:
+    """entry id -> its model-written wordings, oldest first (entries without any are absent)."""
+    found: dict[int, list[str]] = {}
+    for start in range(0, len(entry_ids), 500):
+        chunk = entry_ids[start : start + 500]
+        statement = (
+            select(MemoryWording.entry_id, MemoryWording.text)
+            .where(col(MemoryWording.entry_id).in_(chunk), MemoryWording.source == WordingSource.paraphrase)
+            .order_by(col(MemoryWording.id))
+        )
+        for entry_id, text in session.exec(statement).all():
+            found.setdefault(entry_id, []).append(text)
+    return found
+
+
+def entries_without_paraphrases(*, session: Session) -> list[tuple[int, str]]:
+    """(entry id, first asked wording) of active entries that have no model-written wording yet."""
+    paraphrased = select(MemoryWording.entry_id).where(MemoryWording.source == WordingSource.paraphrase)
+    firsts = (
+        select(func.min(MemoryWording.id))
+        .join(MemoryEntry, col(MemoryEntry.id) == col(MemoryWording.entry_id))
+        .where(
+            MemoryEntry.status == MemoryStatus.active,
+            MemoryWording.source == WordingSource.asked,
+            col(MemoryWording.entry_id).not_in(paraphrased),
+        )
+        .group_by(col(MemoryWording.entry_id))
+    )
+    statement = (
+        select(MemoryWording.entry_id, MemoryWording.text)
+        .where(col(MemoryWording.id).in_(firsts))
+        .order_by(col(MemoryWording.entry_id))
+    )
+    return [(entry_id, text) for entry_id, text in session.exec(statement).all()]
 
 
 def edit_answer(*, session: Session, entry: MemoryEntry, answer: str, editor: str) -> MemoryEntry:
@@ -130,8 +221,11 @@ def get_entry(*, session: Session, entry_id: int, for_update: bool = False) -> M
     return session.get(MemoryEntry, entry_id, with_for_update=for_update)
 
 
-def wordings_of(*, session: Session, entry_id: int) -> list[str]:
+def wordings_of(*, session: Session, entry_id: int, source: WordingSource | None = WordingSource.asked) -> list[str]:
+    """The wordings of an entry's question, oldest first: those asked (default), the paraphrases, or all (None)."""
     statement = select(MemoryWording.text).where(MemoryWording.entry_id == entry_id).order_by(col(MemoryWording.id))
+    if source is not None:
+        statement = statement.where(MemoryWording.source == source)
     return list(session.exec(statement).all())
 
 

@@ -38,6 +38,13 @@ class MemoryMode(StrEnum):
     direct = "direct"  # the reviewed answer was given as is, without a model call
 
 
+class WordingSource(StrEnum):
+    """Where a memory wording came from."""
+
+    asked = "asked"  # the question of a corrected interaction
+    paraphrase = "paraphrase"  # written by the base model, so that other wordings of the question are recalled
+
+
 class AdapterStatus(StrEnum):
     ready = "ready"
     active = "active"
@@ -233,3 +240,4 @@ class MemoryWording(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    source: str = Field(default=WordingSource.asked, max_length=16)  # WordingSource

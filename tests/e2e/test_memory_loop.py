@@ -23,7 +23,8 @@ from tests.e2e.memory_facts import FACTS, GENERAL
 pytestmark = pytest.mark.slow
 
 TAUGHT = FACTS[:8]
-# Measured 78% on all twelve facts with no retrain (bench/memory.py); the goal of 90% is not reached yet.
+# With no retrain, bench/memory.py measured 75-78% on all twelve facts before paraphrases and 81-83% with them;
+# these eight facts hold most of the misses (about 75% here). The goal of 90% is not reached yet.
 RECALL_FLOOR = 0.70
 
 
@@ -57,11 +58,20 @@ def test_a_reviewed_answer_reaches_new_wordings_at_once(service: RunningService)
     before = {q: employee.post("/api/ask", json={"question": q}).json()["answer"] for q in GENERAL}
     for fact in TAUGHT:
         teach(reviewer, employee, fact.question, fact.answer)
+    # Each entry serves at once on its own wording; the base model's paraphrases of it follow in the background.
+    paraphraser = service.service.services.memory.paraphraser
+    assert paraphraser is not None
+    deadline = time.monotonic() + 120
+    while not paraphraser.idle and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert paraphraser.idle, "the paraphrases of the reviewed questions were not written within 2 minutes"
 
-    # The wordings asked below were never stored anywhere: not as a question, an answer or a memory wording.
+    # The wordings asked below were never stored anywhere: not as a question, an answer or a memory wording
+    # (the paraphrases the base model wrote included).
     stored = stored_texts(service)
     paraphrases = [(fact, p) for fact in TAUGHT for p in fact.paraphrases]
-    assert not [p for _fact, p in paraphrases if p.lower() in stored]
+    written = [p for _fact, p in paraphrases if p.lower() in stored]
+    assert not written, f"stored, so no longer unseen (the base model may have written one): {written}"
 
     missed = []
     for fact, paraphrase in paraphrases:
