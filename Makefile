@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tuneloop-installed
 PYTEST_ARGS ?=
 
-.PHONY: up test install model lint bench bench-acks bench-first-words bench-memory bench-strategies bench-ui clean
+.PHONY: up test install model lint bench bench-acks bench-first-words bench-memory bench-strategies bench-cycle bench-nights bench-ui clean
 
 up: model  ## install, materialise the base model, run the service on 127.0.0.1:8000
 	$(BIN)/tuneloop serve
@@ -48,6 +48,12 @@ bench-ui: install  ## the web dashboard's page times with 100,000 interactions i
 
 bench-memory: model  ## the memory of reviewed answers: calibration, lookup latency, recall (about 15 minutes)
 	$(BIN)/python -m bench.memory
+
+bench-cycle: model  ## one cycle on a dozen corrections, before (git ref) and after, in one run (about 30 minutes)
+	$(BIN)/python -m bench.cycle
+
+bench-nights: model  ## twenty nights of ten new facts: from_base against incremental (hours on 2 cores)
+	$(BIN)/python -m bench.nights
 
 bench-strategies: model  ## from-base vs continued training (about 30 minutes on 2 cores)
 	$(BIN)/python -m bench.strategies

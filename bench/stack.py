@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from serving.api.deps import Services
 from serving.engine import VLLMProcess
 from store.db import session_scope
 from store.tokens import create_token
@@ -30,6 +31,7 @@ class Stack:
     settings: Settings  # the running service's own object: a change reaches its next cycle
     http: httpx.AsyncClient
     time_to_ready_s: float
+    services: Services | None = None  # the running service's own objects (the memory, its paraphraser)
 
 
 @asynccontextmanager
@@ -65,7 +67,7 @@ async def running_stack(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600, headers=headers) as http:
             while (await _healthz(http)) != 200:
                 await asyncio.sleep(0.2)  # waiting for readiness
-            yield Stack(settings=settings, http=http, time_to_ready_s=ready_s)
+            yield Stack(settings=settings, http=http, time_to_ready_s=ready_s, services=service.services)
         server.should_exit = True
         await serve_task
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class Example:
     anchor: bool = False
     # When the feedback that made this example was given (review time or latest vote); None for anchors.
     feedback_at: datetime | None = None
+    # A corrected group's entry in the memory of reviewed answers, which keeps its paraphrases.
+    memory_entry_id: int | None = None
 
     def is_new(self, *, since: datetime | None) -> bool:
         """A taught example (not an anchor) whose feedback is newer than `since` (any, when None)."""
@@ -109,6 +112,22 @@ class Datasets:
         self.examples = [e for e in self.examples if e.anchor or e.is_new(since=since)]
         taught = {q for e in self.examples if not e.anchor for q in e.questions}
         self.preferences = [p for p in self.preferences if p.question in taught]
+
+    def keep_new_with_replay(self, *, since: datetime, replay: int, seed: int) -> int:
+        """`keep_new`, plus `replay` older taught examples drawn at random (corrected ones first); returns how
+        many were replayed. Older preferences stay out: DPO runs on what is new, SFT keeps the old facts."""
+        older = [e for e in self.examples if not e.anchor and not e.is_new(since=since)]
+        rng = random.Random(seed)
+        corrected = [e for e in older if e.corrected]
+        upvoted = [e for e in older if not e.corrected]
+        rng.shuffle(corrected)
+        rng.shuffle(upvoted)
+        replayed = (corrected + upvoted)[:replay]
+        new_preferences = {q for e in self.examples if e.is_new(since=since) for q in e.questions}
+        kept = {id(e) for e in replayed}
+        self.examples = [e for e in self.examples if e.anchor or e.is_new(since=since) or id(e) in kept]
+        self.preferences = [p for p in self.preferences if p.question in new_preferences]
+        return len(replayed)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -253,6 +272,7 @@ def _teach_correction(
         answer=answer,
         corrected=True,
         feedback_at=taught_at,
+        memory_entry_id=entry.id if entry is not None else None,
     )
     datasets.examples.append(example)
     if len({group_key(scrub.peek(c.text)) for c in corrections}) > 1:

@@ -192,6 +192,8 @@ async def run_gate(
                 messages = await reviewed(item.question, messages)
             return await ask(model, messages)
 
+    # One version at a time: on vLLM's CPU build (0.32), base-model requests batched with LoRA requests came back
+    # as garbage ("WEEKLYPAYMENTPAWLSISDABISDAB…") when both passes were sent at once; the e2e gate tests caught it.
     candidate_answers = await asyncio.gather(*(answer(candidate_model, item) for item in items))
     active_answers = await asyncio.gather(*(answer(active_model, item) for item in items))
 

@@ -25,15 +25,30 @@ class TrainingFailed(RuntimeError):
     pass
 
 
+def trainer_command(spec_path: Path, *, processes: int = 1) -> list[str]:
+    """`python -m training.worker SPEC`; with several processes (one per GPU), the same under `accelerate launch`,
+    which starts them with the environment DDP needs (the Trainer then shards batches and syncs gradients)."""
+    worker = ["--module", "training.worker", str(spec_path)]
+    if processes <= 1:
+        return [sys.executable, "-m", "training.worker", str(spec_path)]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    return [*launch, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *worker]
+
+
 async def train_in_subprocess(
-    spec: TrainSpec, *, spec_path: Path, log_path: Path, on_event: Callable[[dict[str, Any]], None]
+    spec: TrainSpec,
+    *,
+    spec_path: Path,
+    log_path: Path,
+    on_event: Callable[[dict[str, Any]], None],
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Run `python -m training.worker`, relay its progress events, return its metrics."""
+    """Run `python -m training.worker` (in `processes` processes), relay its progress events, return its metrics."""
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(spec.to_json())
     with log_path.open("ab") as stderr_log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "training.worker", str(spec_path),
+            *trainer_command(spec_path, processes=processes),
             stdout=asyncio.subprocess.PIPE, stderr=stderr_log,
             env=child_environment(),  # the trainer needs no Slack token, database URL or TUNELOOP_ setting
             preexec_fn=die_with_parent(signal.SIGKILL),  # nothing of a dead service's run is kept anyway

@@ -25,8 +25,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a multi-GPU launch (accelerate sets RANK), or the only process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _emitter(out: TextIO) -> Any:
     def emit(event: dict[str, Any]) -> None:
+        if not is_main_process():
+            return  # one progress stream and one result: the main process speaks for every rank
         out.write(json.dumps(event, default=str) + "\n")
         out.flush()
 

@@ -1,4 +1,5 @@
-"""The `tuneloop` command. `serve` and `model pull` run here; the rest talk to the running service."""
+"""The `tuneloop` command. `serve`, `worker`, `model pull` and the host commands run here; the rest talk to
+the running service."""
 
 from __future__ import annotations
 
@@ -226,9 +227,98 @@ def serve() -> None:
             f"  merged:     {service.services.registry.merged.client.base_url}  (the active version at base speed)"
         )
     console.print(f"  nightly:    {service.services.info['nightly']}")
+    if settings.training.runner == "worker":
+        console.print(f"  training:   queued for `tuneloop worker` (shared: {settings.shared_dir.resolve()})")
     console.print(f"  Slack:      {service.services.info['slack']} ({service.services.info['slack_mode']})")
     # log_config=None: uvicorn's loggers go through our logfmt handler instead of handlers of its own.
     uvicorn.run(service.app, host=host, port=port, log_level="info", log_config=None)
+
+
+@app.command()
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Train one queued run if one waits, then exit (for scripts and cron).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each finished run as one JSON line.")] = False,
+) -> None:
+    """Train the cycles that services queue (training.runner=worker), here: on a GPU node, say.
+
+    Needs the services' database (TUNELOOP_STORE__URL), their vLLM server(s) (TUNELOOP_SERVING__VLLM_URL or
+    VLLM_URLS) and their shared folder (TUNELOOP_STORAGE__SHARED_DIR, at the same path on every host).
+    Ctrl-C or SIGTERM stops it; a run in progress is marked failed as interrupted.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from tuneloop.base_model import BaseModelError, check_model_folder
+    from tuneloop.logs import configure_logging
+    from tuneloop.worker import build_worker
+
+    configure_logging()
+    settings = Settings()
+    try:
+        # The trainer reads the base model here; vLLM has its own copy on its host.
+        check_model_folder(settings.base_model_dir, custom=settings.serving.base_model is not None)
+    except BaseModelError as error:
+        logging.getLogger(__name__).error("worker.base_model_unusable error=%s", error)
+        raise typer.Exit(1) from None
+
+    def show(run: RunPublic) -> None:
+        if as_json:
+            if run.finished:
+                print(run.model_dump_json(), flush=True)
+        elif run.finished:
+            _print_run(run)
+        else:
+            p = run.progress
+            step = f" {p.get('step')}/{p.get('total')}" if p.get("total") else ""
+            console.print(f"run {run.id}: {run.stage or 'claimed'}{step}")
+
+    async def main() -> int:
+        training = build_worker(settings)
+        stop = asyncio.Event()
+        current = asyncio.current_task()
+        assert current is not None
+
+        def stopping() -> None:
+            stop.set()
+            if training.busy:
+                current.cancel()  # the run is marked failed (interrupted) and the lock given back
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping)
+        if not as_json:
+            console.print(
+                f"[bold]tuneloop worker[/]: {'one queued run' if once else 'queued runs'} from "
+                f"{training.engine.url.render_as_string(hide_password=True)}\n"
+                f"  vLLM:   {', '.join(settings.vllm_base_urls)}\n  shared: {settings.shared_dir.resolve()}",
+                soft_wrap=True,  # a URL or path cut in two is no use in a log
+            )
+        try:
+            if once:
+                if not await training.client.healthy():
+                    _fail(as_json, "engine_unavailable", f"vLLM at {training.client.base_url} does not answer", None)
+                run = await training.run_once(watch=lambda row: show(RunPublic.from_row(row)))
+                if run is None:
+                    _emit(as_json, {"run": None}, "no queued run")
+                    return 0
+                return 1 if run.status == "failed" else 0
+            await training.run_forever(stop=stop, watch=lambda row: show(RunPublic.from_row(row)))
+            return 0
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            return 0
+        finally:
+            await training.close()
+            if not as_json:
+                console.print("worker stopped")
+
+    code = asyncio.run(main())
+    if code:
+        raise typer.Exit(code)
 
 
 @model_app.command("pull")

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import socket
-import time
 import uuid
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,21 +59,47 @@ from training.datasets import (
     sft_rows,
     write_jsonl,
 )
-from training.gate import GateThresholds, hold_out_groups, hold_out_paraphrases, load_regression_set, run_gate
+from training.gate import EvalItem, GateThresholds, hold_out_groups, hold_out_paraphrases, load_regression_set, run_gate
 from training.process import train_in_subprocess
 from training.prompts import prompt_messages
 from training.redact import Redactor
 from training.trainer import TrainSpec, verify_adapter
+from tuneloop.run_record import RunRecorder
 from tuneloop.settings import Settings
+from tuneloop.train_spec import train_spec, trainer_processes
 
 log = logging.getLogger(__name__)
-PROGRESS_INTERVAL_S = 1.0
 CYCLE_LOCK = "tuning-cycle"
 # A holder that has not refreshed the lock for this long is taken for dead.
 LOCK_TTL_S = 120.0
 # Who the cycle's own promotions, rejections and failures are audited under.
 CYCLE_ACTOR = "tuneloop"
 CYCLE_SOURCE = "cycle"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedData:
+    """What the datasets stage hands to training and the gate."""
+
+    run_dir: Path
+    sft_path: Path
+    dpo_path: Path | None
+    counts: dict[str, Any]
+    gate_items: list[EvalItem]
+    init_adapter: str | None  # the active adapter trained further (continue, incremental), or None: from the base
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainedCandidate:
+    version: str
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    gate: dict[str, Any]
+    promote: bool
+    reason: str
 
 
 class TuningCycle:
@@ -109,20 +136,34 @@ class TuningCycle:
     def running(self) -> bool:
         return self._lock.locked()
 
-    def fail_interrupted_runs(self) -> None:
-        """Runs left queued/running by a stopped process can never finish: mark them failed.
+    @property
+    def queues(self) -> bool:
+        """True with `training.runner=worker`: `start` only queues a run, and `tuneloop worker` trains it."""
+        return self._settings.training.runner == "worker"
 
-        Only when no live process holds the cycle lock: another service on this database may be mid-cycle.
+    def fail_interrupted_runs(self) -> None:
+        """Runs left unfinished by a stopped process can never finish: mark them failed.
+
+        Only when no live process holds the cycle lock: another service (or a worker) may be mid-cycle.
+        A queued run waits for `tuneloop worker` when this service queues (`training.runner=worker`).
         """
         with session_scope(self._engine) as session:
             if lock_repo.current_holder(session=session, name=CYCLE_LOCK, ttl_s=LOCK_TTL_S) is not None:
                 return
-            interrupted = [run.id for run in run_repo.unfinished_runs(session=session) if run.id is not None]
+            interrupted = [
+                run.id
+                for run in run_repo.unfinished_runs(session=session)
+                if run.id is not None and (run.status == RunStatus.running or not self.queues)
+            ]
         for run_id in interrupted:
             self._fail(run_id, "interrupted: the service stopped while this run was in progress")
 
     async def start(self, *, trigger: str, user_id: str | None, force: bool, audit: AuditEntry | None = None) -> int:
-        """Start a cycle; `audit` (the action that asked for it) is stored in the run's creating commit."""
+        """Start a cycle; `audit` (the action that asked for it) is stored in the run's creating commit.
+
+        When this service queues (`training.runner=worker`), the run is created `queued` and left to
+        `tuneloop worker`; a run already queued or running is refused here as one running locally is.
+        """
         if self._lock.locked():
             raise await asyncio.to_thread(self._busy)
         await self._lock.acquire()
@@ -131,6 +172,8 @@ class TuningCycle:
             if not await asyncio.to_thread(self._try_db_lock):
                 raise await asyncio.to_thread(self._busy)
             try:
+                if self.queues:
+                    await self._fail_orphaned_runs()
                 run_id = await asyncio.to_thread(self._create_run, trigger=trigger, user_id=user_id, audit=audit)
             except BaseException:
                 # Else it would stay taken until its time-to-live runs out.
@@ -139,12 +182,83 @@ class TuningCycle:
         except BaseException:
             self._lock.release()
             raise
+        if self.queues:
+            try:
+                await asyncio.to_thread(self._release_db_lock)  # the worker takes it when it claims the run
+            finally:
+                self._lock.release()
+            log.info("cycle.queued run=%s trigger=%s", run_id, trigger)
+            return run_id
         self._task = asyncio.create_task(self._run_locked(run_id, force=force))
         return run_id
+
+    async def run_next_queued(self, *, on_claimed: Callable[[int], object] | None = None) -> int | None:
+        """For `tuneloop worker`: take the cycle lock, claim the oldest queued run and run it to its end.
+
+        None, with nothing changed, when the lock is taken (a cycle runs elsewhere, or retention prunes) or
+        no run waits. Under the lock, a run still `running` is an orphan (its holder stopped refreshing the
+        lock): it is failed as interrupted first. The force flag is not stored with a run: only a nightly
+        run can be skipped for too few new examples, and only nightly runs are unforced.
+        """
+        if self._lock.locked():
+            return None
+        await self._lock.acquire()
+        try:
+            if not await asyncio.to_thread(self._try_db_lock):
+                self._lock.release()
+                return None
+            try:
+                await self._fail_orphaned_runs()
+                run_id = await asyncio.to_thread(self._oldest_queued)
+            except BaseException:
+                await asyncio.to_thread(self._release_db_lock)
+                raise
+            if run_id is None:
+                await asyncio.to_thread(self._release_db_lock)
+                self._lock.release()
+                return None
+        except BaseException:
+            if self._lock.locked():
+                self._lock.release()
+            raise
+        log.info("cycle.claimed run=%s holder=%s", run_id, self._holder)
+
+        async def before() -> None:
+            if on_claimed is not None:
+                on_claimed(run_id)
+            # A worker follows nothing between runs: it takes the store's active version at the start of each.
+            await self._registry.restore()
+
+        await self._run_locked(run_id, force=False, before=before)
+        return run_id
+
+    def _oldest_queued(self) -> int | None:
+        with session_scope(self._engine) as session:
+            queued = [run.id for run in run_repo.unfinished_runs(session=session) if run.status == RunStatus.queued]
+        return min((run_id for run_id in queued if run_id is not None), default=None)
+
+    async def _fail_orphaned_runs(self) -> None:
+        """With the cycle lock held here: a run still `running` lost its holder (a worker or service that died)."""
+        orphans = await asyncio.to_thread(self._running_runs)
+        for run_id in orphans:
+            cause = "interrupted: the process running it stopped (its cycle lock expired)"
+            run = await asyncio.to_thread(self._store_failure, run_id, cause)
+            log.warning("cycle.interrupted run=%s", run_id)
+            self._publish(AdminEventKind.cycle_failed, run, version=run.adapter_version, reason=cause)
+
+    def _running_runs(self) -> list[int]:
+        with session_scope(self._engine) as session:
+            return [
+                run.id
+                for run in run_repo.unfinished_runs(session=session)
+                if run.status == RunStatus.running and run.id is not None
+            ]
 
     def _create_run(self, *, trigger: str, user_id: str | None, audit: AuditEntry | None) -> int:
         # Not run_repo.create_run, which commits at once: the run and its audit event are one commit.
         with session_scope(self._engine) as session:
+            if self.queues and run_repo.unfinished_runs(session=session):
+                raise self._busy_in(session)  # one run waits for the worker already
             run = TrainingRun(trigger=trigger, triggered_by=user_id)
             session.add(run)
             session.flush()  # the run's id, for the audit event
@@ -164,13 +278,18 @@ class TuningCycle:
 
     def _busy(self) -> Conflict:
         with session_scope(self._engine) as session:
-            busy = run_repo.unfinished_runs(session=session)
+            return self._busy_in(session)
+
+    def _busy_in(self, session: Session) -> Conflict:
+        busy = run_repo.unfinished_runs(session=session)
+        state = "queued" if busy and all(run.status == RunStatus.queued for run in busy) else "running"
         return Conflict(
-            f"a tuning cycle is already running (run {busy[0].id if busy else '?'})",
+            f"a tuning cycle is already {state} (run {busy[0].id if busy else '?'})",
             hint="Follow it with `tuneloop runs` and try again when it has finished.",
         )
 
     async def wait(self) -> None:
+        """Until the cycle this process started has finished (at once when it only queued one)."""
         if self._task is not None:
             await asyncio.shield(self._task)
 
@@ -200,16 +319,29 @@ class TuningCycle:
         return {"sft": sft_rows(datasets, system_prompt=prompt), "dpo": dpo_rows(datasets, system_prompt=prompt)}
 
     # --- the cycle -----------------------------------------------------------------------------
-    async def _run_locked(self, run_id: int, *, force: bool) -> None:
+    async def _run_locked(
+        self, run_id: int, *, force: bool, before: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
         heartbeat = asyncio.create_task(self._keep_lock())
+        recorder = RunRecorder(self._engine, run_id)
         try:
-            await self._run(run_id, force=force)
+            if before is not None:
+                await before()
+            await self._run(recorder, force=force)
         except Exception as error:
             cause = self._cause(error)
             log.exception("cycle.failed run=%s", run_id)
-            await self._settle_progress()
+            await recorder.settle()
             run = await asyncio.to_thread(self._store_failure, run_id, cause)
             self._publish(AdminEventKind.cycle_failed, run, version=run.adapter_version, reason=cause)
+        except asyncio.CancelledError:
+            # A worker stopped mid-run (SIGTERM, Ctrl-C): the run says so before the lock is given back.
+            cause = "interrupted: the process running it was stopped"
+            log.warning("cycle.cancelled run=%s", run_id)
+            await recorder.settle()
+            run = await asyncio.to_thread(self._store_failure, run_id, cause)
+            self._publish(AdminEventKind.cycle_failed, run, version=run.adapter_version, reason=cause)
+            raise
         finally:
             heartbeat.cancel()
             try:
@@ -260,130 +392,183 @@ class TuningCycle:
         with session_scope(self._engine) as session:
             return lock_repo.refresh(session=session, name=CYCLE_LOCK, holder=self._holder)
 
-    async def _run(self, run_id: int, *, force: bool) -> None:
-        timings: dict[str, float] = {}
+    async def _run(self, recorder: RunRecorder, *, force: bool) -> None:
+        """The cycle's stages in order; each returns what the next needs, or None when the run ends there."""
+        await recorder.set(status=RunStatus.running, stage="datasets")
+        prepared = await self._prepare_data(recorder, force=force)
+        if prepared is None:
+            return
+        trained = await self._train(recorder, prepared)
+        verdict = await self._evaluate(recorder, prepared, trained)
+        if verdict.promote:
+            await self._promote_candidate(recorder, trained, verdict)
+        else:
+            await self._reject_candidate(recorder, trained, verdict)
+
+    async def _prepare_data(self, recorder: RunRecorder, *, force: bool) -> PreparedData | None:
+        """Datasets from the store, paraphrases, the gate's questions and the files; None: skipped (recorded)."""
+        run_id, t = recorder.run_id, self._settings.training
+        with recorder.timed("datasets_s"):
+            datasets = await asyncio.to_thread(self._build)
+            await recorder.set(counts=datasets.counts())
+            skipped = await asyncio.to_thread(self._skip_reason, run_id, datasets, force=force)
+            if skipped is not None:
+                log.info("cycle.skipped run=%s reason=%s", run_id, skipped)
+                await recorder.set(status=RunStatus.skipped, stage="datasets", error=skipped)
+                return None
+            continue_from = await asyncio.to_thread(self._continue_from)
+            if continue_from is not None and datasets.new_examples(since=continue_from[1]) == 0:
+                await recorder.set(
+                    status=RunStatus.skipped,
+                    stage="datasets",
+                    error=f"nothing new to continue the active adapter with (training.strategy={t.strategy})",
+                )
+                return None
+            await self._augment(datasets, on_progress=recorder.counter())
+            gate_items = (
+                hold_out_groups(datasets, fraction=t.gate_heldout_groups, seed=t.seed + run_id)
+                + hold_out_paraphrases(datasets, per_example=t.gate_heldout_paraphrases)
+                + await asyncio.to_thread(load_regression_set)
+                if t.gate_enabled
+                else []
+            )
+            # Held out above, cut here: an adapter trained further is still judged on every fact, old ones included.
+            replayed = self._keep_what_trains(datasets, continue_from, seed=t.seed + run_id)
+
         run_dir = self._settings.runs_dir / f"run-{run_id:04d}"
-        await self._set(run_id, status=RunStatus.running, stage="datasets")
-
-        started = time.perf_counter()
-        datasets = await asyncio.to_thread(self._build)
-        counts = datasets.counts()
-        await self._set(run_id, counts=counts)
-        if counts["sft_corrections"] + counts["sft_upvoted"] == 0:
-            await self._set(
-                run_id,
-                status=RunStatus.skipped,
-                stage="datasets",
-                error="nothing to train on: no approved corrections or up-voted answers yet",
-            )
-            return
-        too_few = await asyncio.to_thread(self._too_few_new_examples, run_id, datasets, force=force)
-        if too_few is not None:
-            await self._set(run_id, status=RunStatus.skipped, stage="datasets", error=too_few)
-            log.info("cycle.skipped run=%s reason=%s", run_id, too_few)
-            return
-        continue_from = await asyncio.to_thread(self._continue_from)
-        if continue_from is not None and datasets.new_examples(since=continue_from[1]) == 0:
-            await self._set(
-                run_id,
-                status=RunStatus.skipped,
-                stage="datasets",
-                error="nothing new to continue the active adapter with (training.strategy=continue)",
-            )
-            return
-        await self._augment(
-            datasets, on_progress=lambda done, total: self._report_progress(run_id, {"step": done, "total": total})
-        )
-        t = self._settings.training
-        gate_items = (
-            hold_out_groups(datasets, fraction=t.gate_heldout_groups, seed=t.seed + run_id)
-            + hold_out_paraphrases(datasets, per_example=t.gate_heldout_paraphrases)
-            + await asyncio.to_thread(load_regression_set)
-            if t.gate_enabled
-            else []
-        )
-        if continue_from is not None:
-            # Held out above, cut here: a continued adapter is still judged on every fact, old ones included.
-            datasets.keep_new(since=continue_from[1])
-        timings["datasets_s"] = round(time.perf_counter() - started, 2)
-
-        prompt = self._settings.serving.system_prompt
         sft_path, dpo_path = await asyncio.to_thread(self._write_datasets, datasets, run_dir)
         # The files are the exact training data; their hashes in the run record tell two runs' data apart.
         counts = {
             **datasets.counts(),
-            "strategy": "continue" if continue_from else "from_base",
+            # What this run did: the first adapter of an incremental strategy trains from the base model.
+            "strategy": t.strategy if continue_from else "from_base",
+            "replayed": replayed,
             "dataset_sha256": await asyncio.to_thread(dataset_sha256, [p for p in (sft_path, dpo_path) if p]),
         }
-        await self._set(run_id, counts=counts, timings=timings)
+        await recorder.set(counts=counts, timings=recorder.timings)
+        return PreparedData(
+            run_dir=run_dir,
+            sft_path=sft_path,
+            dpo_path=dpo_path,
+            counts=counts,
+            gate_items=gate_items,
+            init_adapter=continue_from[0] if continue_from else None,
+        )
 
+    def _skip_reason(self, run_id: int, datasets: Datasets, *, force: bool) -> str | None:
+        counts = datasets.counts()
+        if counts["sft_corrections"] + counts["sft_upvoted"] == 0:
+            return "nothing to train on: no approved corrections or up-voted answers yet"
+        return self._too_few_new_examples(run_id, datasets, force=force)
+
+    def _keep_what_trains(self, datasets: Datasets, continue_from: tuple[str, datetime] | None, *, seed: int) -> int:
+        """Cut the datasets to what the strategy trains on; returns how many older examples are replayed."""
+        t = self._settings.training
+        if continue_from is None:
+            return 0
+        since = continue_from[1]
+        if t.strategy == "incremental":
+            replay = max(t.replay_examples, math.ceil(t.replay_ratio * datasets.new_examples(since=since)))
+            return datasets.keep_new_with_replay(since=since, replay=replay, seed=seed)
+        datasets.keep_new(since=since)
+        return 0
+
+    async def _train(self, recorder: RunRecorder, prepared: PreparedData) -> TrainedCandidate:
+        """Train in a child process (one per GPU), check the adapter, register it as a version."""
         version = await asyncio.to_thread(self._next_version_name)
         adapter_dir = self._settings.adapters_dir / version
         spec = self._train_spec(
-            sft_path=sft_path,
-            dpo_path=dpo_path,
+            sft_path=prepared.sft_path,
+            dpo_path=prepared.dpo_path,
             output_dir=adapter_dir,
-            init_adapter=continue_from[0] if continue_from else None,
+            init_adapter=prepared.init_adapter,
         )
-        await self._set(run_id, stage="training", progress={})
-        started = time.perf_counter()
-        metrics = await train_in_subprocess(
-            spec,
-            spec_path=run_dir / "spec.json",
-            log_path=run_dir / "train.log",
-            on_event=self._progress_reporter(run_id),
-        )
-        timings["training_s"] = round(time.perf_counter() - started, 2)
-        await asyncio.to_thread(verify_adapter, adapter_dir)
-        await self._set(run_id, stage="register", metrics=metrics, timings=timings, progress={})
-
-        await asyncio.to_thread(
-            self._register_version, version, adapter_dir=adapter_dir, run_id=run_id, metrics=metrics, counts=counts
-        )
-        await self._set(run_id, adapter_version=version, stage="evaluate")
-
-        started = time.perf_counter()
-        candidate = await self._registry.load(version)
-        if gate_items:
-            report = await run_gate(
-                gate_items,
-                ask=self._ask_model,
-                candidate_model=candidate.model,
-                active_model=self._registry.active.model,
-                system_prompt=prompt,
-                thresholds=GateThresholds(margin=t.gate_margin, regression_tolerance=t.gate_regression_tolerance),
-                reviewed=self._reviewed if self._memory is not None else None,
+        await recorder.set(stage="training", progress={})
+        with recorder.timed("training_s"):
+            metrics = await train_in_subprocess(
+                spec,
+                processes=await asyncio.to_thread(trainer_processes, self._settings),
+                spec_path=prepared.run_dir / "spec.json",
+                log_path=prepared.run_dir / "train.log",
+                on_event=recorder.trainer_events(),
             )
-            gate = {**report.to_json(), "against": self._registry.active.version}
-            promote, reason = report.promote, report.reason
-        else:
-            gate, promote, reason = {"promote": True, "reason": "gate disabled"}, True, "gate disabled"
-        timings["evaluation_s"] = round(time.perf_counter() - started, 2)
-        await asyncio.to_thread(self._store_gate, version, gate)
-        await self._set(run_id, metrics={"gate": gate}, timings=timings, stage="promote" if promote else "rejected")
+        await asyncio.to_thread(verify_adapter, adapter_dir)
+        await recorder.set(stage="register", metrics=metrics, timings=recorder.timings, progress={})
+        await asyncio.to_thread(
+            self._register_version,
+            version,
+            adapter_dir=adapter_dir,
+            run_id=recorder.run_id,
+            metrics=metrics,
+            counts=prepared.counts,
+        )
+        await recorder.set(adapter_version=version, stage="evaluate")
+        return TrainedCandidate(version=version, metrics=metrics)
 
-        scores = {"gate": gate, "training": metrics}
-        if not promote:
-            kept = self._registry.active.version
-            run = await asyncio.to_thread(self._reject, run_id, version=version, reason=reason, kept=kept)
-            await self._registry.discard(version)
-            log.info("cycle.rejected run=%s version=%s reason=%s", run_id, version, reason)
-            self._publish(AdminEventKind.rejected, run, version=version, previous=kept, reason=reason, metrics=scores)
-            return
-        started = time.perf_counter()
-        run = await asyncio.to_thread(self._existing_run, run_id)
-        await self._registry.promote(version, audit=_cycle_entry(run, action="promote", target=version, gate=reason))
-        previous = self._registry.previous  # read before anything can await: the swap just made is the last one
-        timings["swap_s"] = round(time.perf_counter() - started, 3)
-        await self._set(run_id, status=RunStatus.succeeded, stage="done", timings=timings)
-        log.info("cycle.succeeded run=%s version=%s gate=%s timings=%s", run_id, version, reason, timings)
+    async def _evaluate(self, recorder: RunRecorder, prepared: PreparedData, trained: TrainedCandidate) -> Verdict:
+        """Load the candidate beside the active version and let the gate decide."""
+        t = self._settings.training
+        with recorder.timed("evaluation_s"):
+            candidate = await self._registry.load(trained.version)
+            if prepared.gate_items:
+                report = await run_gate(
+                    prepared.gate_items,
+                    ask=self._ask_model,
+                    candidate_model=candidate.model,
+                    active_model=self._registry.active.model,
+                    system_prompt=self._settings.serving.system_prompt,
+                    thresholds=GateThresholds(margin=t.gate_margin, regression_tolerance=t.gate_regression_tolerance),
+                    reviewed=self._reviewed if self._memory is not None else None,
+                )
+                verdict = Verdict(
+                    gate={**report.to_json(), "against": self._registry.active.version},
+                    promote=report.promote,
+                    reason=report.reason,
+                )
+            else:
+                verdict = Verdict(
+                    gate={"promote": True, "reason": "gate disabled"}, promote=True, reason="gate disabled"
+                )
+        await asyncio.to_thread(self._store_gate, trained.version, verdict.gate)
+        await recorder.set(
+            metrics={"gate": verdict.gate},
+            timings=recorder.timings,
+            stage="promote" if verdict.promote else "rejected",
+        )
+        return verdict
+
+    async def _reject_candidate(self, recorder: RunRecorder, trained: TrainedCandidate, verdict: Verdict) -> None:
+        version, kept = trained.version, self._registry.active.version
+        run = await asyncio.to_thread(self._reject, recorder.run_id, version=version, reason=verdict.reason, kept=kept)
+        await self._registry.discard(version)
+        log.info("cycle.rejected run=%s version=%s reason=%s", recorder.run_id, version, verdict.reason)
+        scores = {"gate": verdict.gate, "training": trained.metrics}
+        self._publish(
+            AdminEventKind.rejected, run, version=version, previous=kept, reason=verdict.reason, metrics=scores
+        )
+
+    async def _promote_candidate(self, recorder: RunRecorder, trained: TrainedCandidate, verdict: Verdict) -> None:
+        version = trained.version
+        with recorder.timed("swap_s", digits=3):
+            run = await asyncio.to_thread(self._existing_run, recorder.run_id)
+            audit = _cycle_entry(run, action="promote", target=version, gate=verdict.reason)
+            await self._registry.promote(version, audit=audit)
+            previous = self._registry.previous  # read before anything can await: the swap just made is the last one
+        await recorder.set(status=RunStatus.succeeded, stage="done", timings=recorder.timings)
+        log.info(
+            "cycle.succeeded run=%s version=%s gate=%s timings=%s",
+            recorder.run_id,
+            version,
+            verdict.reason,
+            recorder.timings,
+        )
         self._publish(
             AdminEventKind.promoted,
             run,
             version=version,
             previous=previous.version if previous is not None else None,
-            reason=reason,
-            metrics=scores,
+            reason=verdict.reason,
+            metrics={"gate": verdict.gate, "training": trained.metrics},
         )
 
     # --- store work, run in worker threads ----------------------------------------------------
@@ -400,6 +585,7 @@ class TuningCycle:
     def _register_version(
         self, version: str, *, adapter_dir: Path, run_id: int, metrics: dict[str, Any], counts: dict[str, Any]
     ) -> None:
+        readable_as_umask_allows(adapter_dir)
         with session_scope(self._engine) as session:
             adapter_repo.register_version(
                 session=session,
@@ -485,6 +671,10 @@ class TuningCycle:
             generate=self._generate,
             seed=self._settings.training.seed,
             on_progress=on_progress,
+            # A corrected group's paraphrases are written once and kept with its memory entry.
+            stored=self._memory.paraphraser.paraphrases_of
+            if self._memory is not None and self._memory.paraphraser is not None
+            else None,
         )
         if datasets.examples and self._settings.training.anchors:
             await add_anchors(datasets, answer=self._base_answer)
@@ -492,8 +682,8 @@ class TuningCycle:
         await asyncio.to_thread(redact_datasets, datasets, redactor=self._redactor())
 
     def _continue_from(self) -> tuple[str, datetime] | None:
-        """With the `continue` strategy: the active adapter's folder, and when the data it learnt was taken."""
-        if self._settings.training.strategy != "continue":
+        """With `continue` or `incremental`: the active adapter's folder, and when the data it learnt was taken."""
+        if self._settings.training.strategy == "from_base":
             return None
         with session_scope(self._engine) as session:
             active = adapter_repo.get_active_version(session=session)
@@ -552,67 +742,30 @@ class TuningCycle:
     def _train_spec(
         self, *, sft_path: Path, dpo_path: Path | None, output_dir: Path, init_adapter: str | None
     ) -> TrainSpec:
-        t = self._settings.training
-        return TrainSpec(
-            init_adapter=init_adapter,
-            base_model=str(self._settings.base_model_dir.resolve()),
-            output_dir=str(output_dir.resolve()),
-            sft_path=str(sft_path.resolve()),
-            dpo_path=str(dpo_path.resolve()) if dpo_path else None,
-            lora_rank=min(t.lora_rank, self._settings.serving.max_lora_rank),
-            lora_alpha=t.lora_alpha,
-            lora_dropout=t.lora_dropout,
-            sft_epochs=t.sft_epochs,
-            sft_learning_rate=t.sft_learning_rate,
-            dpo_epochs=t.dpo_epochs,
-            dpo_learning_rate=t.dpo_learning_rate,
-            dpo_beta=t.dpo_beta,
-            batch_size=t.batch_size,
-            seed=t.seed,
-            device=t.device,
-            gpu_memory_fraction=t.gpu_memory_fraction,
+        return train_spec(
+            self._settings, sft_path=sft_path, dpo_path=dpo_path, output_dir=output_dir, init_adapter=init_adapter
         )
 
-    def _progress_reporter(self, run_id: int) -> Any:
-        last = 0.0
 
-        def report(event: dict[str, Any]) -> None:
-            nonlocal last
-            now = time.monotonic()
-            final = event.get("step") == event.get("total")
-            if now - last >= PROGRESS_INTERVAL_S or final:
-                last = now
-                self._report_progress(run_id, {k: v for k, v in event.items() if k != "event"})
+def readable_as_umask_allows(folder: Path) -> None:
+    """Give the adapter's files the mode the umask allows (0644 under 022): safetensors writes its files 0600.
 
-        return report
+    vLLM may read the folder as another user (its own container, another host on a shared mount).
+    """
+    mode = 0o666 & ~_UMASK
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
 
-    def _update(self, run_id: int, **changes: Any) -> None:
-        with session_scope(self._engine) as session:
-            run_repo.update_run(session=session, run_id=run_id, **changes)
 
-    async def _set(self, run_id: int, **changes: Any) -> None:
-        """Update the run record from the loop: after any progress write in flight, so the stage always lands last."""
-        await self._settle_progress()
-        await asyncio.to_thread(self._update, run_id, **changes)
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
 
-    def _report_progress(self, run_id: int, progress: dict[str, Any]) -> None:
-        """For synchronous progress callbacks on the loop: the write happens in a thread, the newest value wins."""
-        self._latest_progress = (run_id, progress)
-        if self._progress_writer is None or self._progress_writer.done():
-            self._progress_writer = asyncio.create_task(self._write_progress())
 
-    async def _write_progress(self) -> None:
-        while self._latest_progress is not None:
-            run_id, progress = self._latest_progress
-            self._latest_progress = None
-            try:
-                await asyncio.to_thread(self._update, run_id, progress=progress)
-            except Exception:  # progress is for watching a run; failing to show it must not fail the run
-                log.exception("cycle.progress_not_stored run=%s", run_id)
-
-    async def _settle_progress(self) -> None:
-        if self._progress_writer is not None:
-            await self._progress_writer
+# Read once, at import, while no other thread of ours creates files.
+_UMASK = _current_umask()
 
 
 def _existing_run(session: Session, run_id: int) -> TrainingRun:

@@ -1,4 +1,4 @@
-"""Retention: which old run folders, adapters and logs under the data dir go, and removing them.
+"""Retention: which old run folders, adapters and logs go, and removing them.
 
 `plan_retention` decides and changes nothing (`tuneloop retention show`). `prune` (`tuneloop retention run`, and
 the nightly job after its cycle) takes the cycle's database lock, so that no cycle writes a run folder or an
@@ -8,8 +8,8 @@ then removes the files.
 Never removed, whatever the policy says: the active version, the previous one (instant rollback), pinned
 versions, the version of an unfinished run, and the run folders of the versions that stay. Anything else goes
 only when it is past both its age (`keep_days`) and its count (`keep_runs`, `keep_rejected`,
-`keep_superseded`). Only paths inside the data dir's adapters/, runs/ and logs/ folders are ever removed, and
-links are never followed.
+`keep_superseded`). Only paths inside adapters/ and runs/ (under `storage.shared_dir`, by default the data dir)
+and the data dir's logs/ are ever removed, and links are never followed.
 """
 
 from __future__ import annotations

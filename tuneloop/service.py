@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from slack_bolt.async_app import AsyncApp
+from sqlalchemy import Engine
 
 from bot.admin_channel import SlackAdminChannel
 from bot.app import attach_slack, build_slack_app, start_socket_mode
@@ -25,12 +26,16 @@ from serving.engine import EngineConfig, VLLMProcess
 from serving.errors import TuneloopError
 from serving.feedback import FeedbackService
 from serving.memory import ReviewedMemory
+from serving.memory_paraphrases import MemoryParaphraser
 from serving.merged import MergedEngine
 from serving.metrics import ServiceMetrics, StoredState
 from serving.notify import AdminEvents
 from serving.registry import AdapterRegistry
 from serving.replicas import ActiveVersionWatcher, FollowSettings
 from store.db import make_engine, migrate
+from training.augment import Generate
+from training.datasets import Message
+from training.redact import Redactor
 from tuneloop.base_model import BaseModelError, check_model_folder
 from tuneloop.cycle import CYCLE_LOCK, LOCK_TTL_S, TuningCycle
 from tuneloop.retention import prune_after_nightly
@@ -137,7 +142,9 @@ def build_service(settings: Settings) -> Service:
     )
     access = access_policy(settings)
     events = AdminEvents()  # promotions, rollbacks, rejections, failed cycles: to the admins' channel if any
-    memory = ReviewedMemory(engine=engine, settings=settings.memory)
+    memory = reviewed_memory(settings, engine=engine, client=client, registry=registry)
+    paraphraser = memory.paraphraser
+    assert paraphraser is not None
     metrics = ServiceMetrics()
     cycle = TuningCycle(
         settings=settings,
@@ -195,6 +202,7 @@ def build_service(settings: Settings) -> Service:
             "base_model": str(settings.base_model_dir),
             "access": access.mode,
             "nightly": settings.training.nightly_cron if settings.training.nightly_enabled else "off",
+            "training": settings.training.runner,
         },
     )
     slack_app, slack_mode = _build_slack(settings, services, access)
@@ -237,6 +245,7 @@ def build_service(settings: Settings) -> Service:
         )
         # The embedder's weights and the memory's index load now, not on the first question after a start.
         warming = asyncio.create_task(_warm_memory(services.memory))
+        paraphrasing = asyncio.create_task(_paraphrase_memory(services, paraphraser))
         socket_mode = None
         if slack_app is not None and settings.slack.app_token is not None:
             try:
@@ -249,7 +258,7 @@ def build_service(settings: Settings) -> Service:
         finally:
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
-            for task in (merged_keeper, follower, keeper):
+            for task in (paraphrasing, merged_keeper, follower, keeper):
                 if task is None:
                     continue
                 task.cancel()
@@ -372,6 +381,37 @@ async def _warm_memory(memory: ReviewedMemory) -> None:
         await asyncio.to_thread(memory.warm_up)
     except Exception as error:  # answers go on without the memory (AnswerService.recall), and say why in the log
         log.warning("memory.warm_up_failed error=%s", type(error).__name__, exc_info=error)
+
+
+def reviewed_memory(
+    settings: Settings, *, engine: Engine, client: InferenceClient, registry: AdapterRegistry
+) -> ReviewedMemory:
+    """The memory of reviewed answers with its paraphraser: the service and `tuneloop worker` build it alike, so
+    a worker's cycle also trains on the paraphrases kept with each entry instead of writing new ones."""
+    paraphraser = MemoryParaphraser(
+        engine=engine,
+        generate=base_model_sampler(client, registry),
+        count=settings.memory.paraphrases,
+        redactor=Redactor(company_email_domains=settings.training.company_email_domains),
+    )
+    return ReviewedMemory(engine=engine, settings=settings.memory, paraphraser=paraphraser)
+
+
+def base_model_sampler(client: InferenceClient, registry: AdapterRegistry) -> Generate:
+    """Samples of the plain base model (an adapter could echo its own taught answers), for paraphrases."""
+
+    async def generate(messages: list[Message], count: int) -> list[str]:
+        return await client.sample(
+            model=registry.served_name("base"), messages=messages, n=count, max_tokens=48, temperature=0.9, seed=None
+        )
+
+    return generate
+
+
+async def _paraphrase_memory(services: Services, paraphraser: MemoryParaphraser) -> None:
+    """Paraphrases of reviewed questions, once the engine serves (approvals before that wait in the queue)."""
+    await services.ready.wait()
+    await paraphraser.run()
 
 
 async def _healthy_or_busy(services: Services) -> bool:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.memory import MemorySettings
+from training.trainer import TrainSpec
 
 DEFAULT_BASE_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 
@@ -17,6 +20,14 @@ class StoreSettings(BaseModel):
     url: str | None = Field(
         default=None,
         description="SQLAlchemy URL. Unset: SQLite in the data dir. PostgreSQL: postgresql+psycopg://user@host:5432/db",
+    )
+
+
+class StorageSettings(BaseModel):
+    shared_dir: Path | None = Field(
+        default=None,
+        description="Where adapters/ and runs/ live. With `tuneloop worker` on another machine: a folder that the "
+        "worker and every vLLM host see at the same absolute path (an NFS mount). Unset: the data dir.",
     )
 
 
@@ -73,22 +84,74 @@ class ServingSettings(BaseModel):
     extra_vllm_args: list[str] = Field(default_factory=list)
 
 
+def _spec_default(name: str) -> Any:
+    """TrainSpec's default for one of its fields: the settings and the trainer never disagree on a default."""
+    spec_field = next(f for f in dataclasses.fields(TrainSpec) if f.name == name)
+    if spec_field.default is dataclasses.MISSING:
+        raise TypeError(f"TrainSpec.{name} has no default")
+    return spec_field.default
+
+
+def _default_cpu_threads() -> int | None:
+    cores = os.cpu_count() or 1
+    return None if cores <= 2 else cores - 1
+
+
 class TrainingSettings(BaseModel):
     nightly_cron: str = Field(default="0 2 * * *", description="Crontab, in the service's local time.")
     nightly_enabled: bool = True
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    sft_epochs: int = 8
-    sft_learning_rate: float = 1e-3
-    dpo_epochs: int = 2
-    dpo_learning_rate: float = 5e-5
-    dpo_beta: float = 0.1
-    batch_size: int = 8
-    strategy: Literal["from_base", "continue"] = Field(
+    runner: Literal["local", "worker"] = Field(
+        default="local",
+        description="local: the service process trains its cycles; worker: it only queues them (retrain, nightly) "
+        "and `tuneloop worker`, on this or another machine, trains them (storage.shared_dir for the files).",
+    )
+    worker_poll_interval_s: float = Field(
+        default=2.0, gt=0, le=60, description="How often an idle `tuneloop worker` looks for a queued run."
+    )
+    # The trainer's knobs: their defaults are TrainSpec's own (one source), and tuneloop/train_spec.py maps every
+    # field of the same name onto TrainSpec, so a knob added to both is passed on without another line of code.
+    lora_rank: int = _spec_default("lora_rank")
+    lora_alpha: int = _spec_default("lora_alpha")
+    lora_dropout: float = _spec_default("lora_dropout")
+    sft_epochs: int = Field(
+        default=_spec_default("sft_epochs"), ge=1, description="The most SFT epochs; a loss plateau ends it earlier."
+    )
+    sft_stop_loss: float | None = Field(
+        default=_spec_default("sft_stop_loss"),
+        description="SFT stops after the first epoch whose mean loss is below this (None: never on the level).",
+    )
+    sft_plateau: float | None = Field(
+        default=_spec_default("sft_plateau"),
+        description="SFT stops after an epoch that lowered the mean loss by less than this share (None: never).",
+    )
+    sft_learning_rate: float = _spec_default("sft_learning_rate")
+    dpo_epochs: int = _spec_default("dpo_epochs")
+    dpo_learning_rate: float = _spec_default("dpo_learning_rate")
+    dpo_beta: float = _spec_default("dpo_beta")
+    batch_size: int = _spec_default("batch_size")
+    padding_free: bool = _spec_default("padding_free")
+    cpu_threads: int | None = Field(
+        default=_default_cpu_threads(),
+        ge=1,
+        description="Threads a CPU trainer uses; by default every core but one, which vLLM keeps for answering "
+        "while a cycle trains (all of them on a machine with two cores or fewer). None: every core.",
+    )
+    strategy: Literal["from_base", "continue", "incremental"] = Field(
         default="from_base",
         description="from_base: a fresh adapter on the whole curated history; continue: the active adapter, "
-        "trained further on what is new since it was made (see bench/strategies.py for the comparison).",
+        "trained further on what is new since it was made; incremental: the same, plus a replay sample of older "
+        "examples, so that a night's cost follows what is new, not the history (bench/nights.py compares them).",
+    )
+    replay_examples: int = Field(
+        default=16,
+        ge=0,
+        description="incremental: older examples (corrected facts first) trained again beside what is new.",
+    )
+    replay_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        description="incremental: at least this many older examples per new one, when that is more than "
+        "replay_examples.",
     )
     paraphrases_per_question: int = Field(default=8, description="Rewordings per corrected question (some held out).")
     gate_enabled: bool = Field(default=True, description="Promote only adapters that beat the active one.")
@@ -125,11 +188,17 @@ class TrainingSettings(BaseModel):
         "on them (security@, it-help@, payroll@...) stay in training text; personal addresses and every other "
         "domain's are still redacted.",
     )
-    seed: int = 1234
+    seed: int = 1234  # not TrainSpec's: the service's runs are reproducible with the service's seed
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         description="auto: CUDA with bfloat16 when torch sees a GPU (float32 where bfloat16 is unsupported), else "
         "the CPU in float32; cpu or cuda force it (cuda fails the cycle, with the reason, when there is none).",
+    )
+    gpus: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs one cycle trains on (data parallel, one process per GPU, through accelerate); None: every "
+        "GPU the trainer sees (CUDA_VISIBLE_DEVICES limits that). Ignored on the CPU.",
     )
     gpu_memory_fraction: float | None = Field(
         default=None,
@@ -207,6 +276,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./var")
     store: StoreSettings = Field(default_factory=StoreSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
@@ -232,12 +302,17 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def shared_dir(self) -> Path:
+        """What the service's hosts and the training worker share: adapters and run folders (default: the data dir)."""
+        return self.storage.shared_dir or self.data_dir
+
+    @property
     def adapters_dir(self) -> Path:
-        return self.data_dir / "adapters"
+        return self.shared_dir / "adapters"
 
     @property
     def runs_dir(self) -> Path:
-        return self.data_dir / "runs"
+        return self.shared_dir / "runs"
 
     @property
     def logs_dir(self) -> Path:

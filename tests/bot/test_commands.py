@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +13,10 @@ from store import adapters as adapter_repo
 from store import audit as audit_repo
 from store.db import session_scope
 from store.models import AuditEvent
-from tests.bot.conftest import ADMIN, EMPLOYEE
+from tests.bot.conftest import ADMIN, EMPLOYEE, slack_settings
 from tests.bot.slack_requests import SlackSender, slash_command
 from tests.bot.slack_stub import RESPONSE_URL_METHOD, Call, SlackStub
-from tests.conftest import RunningService
+from tests.conftest import RunningService, free_port
 
 
 @pytest.fixture
@@ -135,3 +136,29 @@ def test_retrain_acks_at_once_and_posts_the_result_when_the_run_ends(
 def test_an_unknown_subcommand_shows_the_help(dead_slack_service: RunningService, command: Any) -> None:
     text, _ = command(EMPLOYEE, "dance")
     assert "don't know `dance`" in text and "retrain" in text
+
+
+@pytest.fixture
+def queueing_slack(tmp_path: Path, slack_stub: SlackStub) -> Iterator[SlackSender]:
+    settings = slack_settings(
+        tmp_path,
+        stub=slack_stub,
+        base_model_dir=tmp_path / "no-model",
+        vllm_url=f"http://127.0.0.1:{free_port()}",
+        training={"runner": "worker"},
+    )
+    running = RunningService(settings).start(wait_ready=False)
+    sender = SlackSender(running.url)
+    yield sender
+    sender.close()
+    running.stop()
+
+
+def test_retrain_on_a_queueing_service_says_the_run_waits_for_a_worker(
+    queueing_slack: SlackSender, slack_stub: SlackStub
+) -> None:
+    url = slack_stub.response_url("queued")
+    response = queueing_slack.command(slash_command(user=ADMIN, text="retrain", response_url=url))
+    assert response.status_code == 200
+    [queued] = responses(slack_stub, url)
+    assert "Run 1 queued for a training worker" in queued.args["text"]

@@ -144,6 +144,26 @@ def trained_questions(cycle: TuningCycle, run_id: int) -> set[str]:
     return {row["prompt"][-1]["content"] for row in rows}
 
 
+def v0001_active_after_what_was_taught(cycle: TuningCycle) -> None:
+    """v0001 is active, made by a run that trained on everything taught so far."""
+    made_by = a_trained_run_before_now(cycle)
+    with session_scope(cycle._engine) as session:
+        adapter_repo.register_version(session=session, version="v0001", path="/adapters/v0001", run_id=made_by)
+        adapter_repo.mark_active(session=session, version="v0001")
+
+
+def capture_specs(monkeypatch: pytest.MonkeyPatch) -> list[TrainSpec]:
+    """The specs the cycle hands the trainer; the stand-in stops each run there."""
+    specs: list[TrainSpec] = []
+
+    async def capture(spec: TrainSpec, **kwargs: Any) -> dict[str, Any]:
+        specs.append(spec)
+        raise TrainingReached("the stand-in trainer stops the run here")
+
+    monkeypatch.setattr("tuneloop.cycle.train_in_subprocess", capture)
+    return specs
+
+
 async def test_held_out_groups_never_reach_the_training_files(cycle: TuningCycle) -> None:
     cycle._settings.training.gate_heldout_groups = 0.5
     questions = {"Who approves travel?", "Where is the Berlin office?", "When is payroll?", "What is the wiki?"}
@@ -159,18 +179,9 @@ async def test_continue_trains_the_active_adapter_on_what_came_after_it(
 ) -> None:
     cycle._settings.training.strategy = "continue"
     teach(cycle, "Q one?", "Q two?")
-    made_by = a_trained_run_before_now(cycle)  # trained on Q one and Q two
-    with session_scope(cycle._engine) as session:
-        adapter_repo.register_version(session=session, version="v0001", path="/adapters/v0001", run_id=made_by)
-        adapter_repo.mark_active(session=session, version="v0001")
+    v0001_active_after_what_was_taught(cycle)
     teach(cycle, "Q three?")
-    specs: list[TrainSpec] = []
-
-    async def capture(spec: TrainSpec, **kwargs: Any) -> dict[str, Any]:
-        specs.append(spec)
-        raise TrainingReached("the stand-in trainer stops the run here")
-
-    monkeypatch.setattr("tuneloop.cycle.train_in_subprocess", capture)
+    specs = capture_specs(monkeypatch)
     run_id = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
     await cycle.wait()
     assert [s.init_adapter for s in specs] == ["/adapters/v0001"]
@@ -210,3 +221,37 @@ async def test_role_addresses_on_the_company_domains_reach_the_training_files(
     rows = read_jsonl(cycle._settings.runs_dir / f"run-{run_id:04d}" / "sft.jsonl")
     assert [row["completion"][0]["content"] for row in rows] == ["Forward it to security@acme.example, or ask [EMAIL]."]
     assert stored(cycle, run_id).counts["redacted"] == {"EMAIL": 1}
+
+
+async def test_incremental_trains_what_is_new_and_a_replay_sample_of_older_facts(
+    cycle: TuningCycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cycle._settings.training.strategy = "incremental"
+    cycle._settings.training.replay_examples = 2
+    cycle._settings.training.replay_ratio = 0.0
+    older = {"Q one?", "Q two?", "Q three?", "Q four?"}
+    teach(cycle, *sorted(older))
+    v0001_active_after_what_was_taught(cycle)
+    teach(cycle, "Q five?")
+    specs = capture_specs(monkeypatch)
+    run_id = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    assert [s.init_adapter for s in specs] == ["/adapters/v0001"]  # the active adapter, trained further
+    trained = trained_questions(cycle, run_id)
+    assert "Q five?" in trained
+    assert len(trained & older) == 2  # the replay sample, not the whole history
+    counts = stored(cycle, run_id).counts
+    assert counts["strategy"] == "incremental" and counts["replayed"] == 2
+
+
+async def test_the_replay_grows_with_what_is_new(cycle: TuningCycle, monkeypatch: pytest.MonkeyPatch) -> None:
+    cycle._settings.training.strategy = "incremental"
+    cycle._settings.training.replay_examples = 1
+    cycle._settings.training.replay_ratio = 2.0
+    teach(cycle, *(f"Old question {i}?" for i in range(8)))
+    v0001_active_after_what_was_taught(cycle)
+    teach(cycle, "New question A?", "New question B?")
+    run_id = await cycle.start(trigger="cli", user_id="U_ADMIN", force=True)
+    await cycle.wait()
+    assert stored(cycle, run_id).counts["replayed"] == 4  # two older per new one beats the floor of one
+    assert len(trained_questions(cycle, run_id)) == 6

@@ -130,7 +130,9 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
                 )
                 return
             run_id = int(result)
-            await respond(text=f"Run {run_id} started; I'll post the result here when it finishes.")
+            # With training.runner=worker the service only queues: a `tuneloop worker` process picks the run up.
+            state = "queued for a training worker" if deps.services.info.get("training") == "worker" else "started"
+            await respond(text=f"Run {run_id} {state}; I'll post the result here when it finishes.")
             run = await follow_run(deps, run_id)
             await _post_result(respond, client, user_id=user_id, text=views.run_result_text(run))
         except TuneloopError as error:

@@ -23,6 +23,8 @@ class HealthDetails(BaseModel):
     nightly: str
     slack: str
     slack_mode: str
+    # Where cycles train: "local" (this process), or "worker" (queued here, trained by `tuneloop worker`).
+    training: str = "local"
     # The version the merged engine's weights hold and serve at base speed; None: off, starting or reloading.
     merged_version: str | None = None
 
