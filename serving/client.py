@@ -91,9 +91,9 @@ class InferenceClient:
     ) -> list[str]:
         """n independent completions of one prompt (used to write paraphrases).
 
-        `seed` None: vLLM's shared generator. A seeded request whose prompt is split across engine steps (a busy
-        batch) stops vLLM's CPU engine ("CPU Generator does not use offset"), so requests sent beside live traffic
-        are better unseeded."""
+        `seed` None: vLLM's shared generator. A seeded request whose prompt is split across engine steps stops
+        vLLM's CPU engine ("CPU Generator does not use offset"): our engines never split one (serving/engine.py),
+        an engine started elsewhere must run with `--no-enable-chunked-prefill` for seeded requests."""
         payload = {
             "model": model,
             "messages": messages,

@@ -27,6 +27,10 @@ from training.child_env import child_environment, die_with_parent
 
 log = logging.getLogger(__name__)
 
+# Tokens one engine step may take in: whole prompts only (see EngineConfig.command), so at least one of the
+# longest; 4096 lets several short prompts share a step, as vLLM's own default budget did.
+MIN_BATCHED_TOKENS = 4096
+
 
 @dataclass(kw_only=True)
 class EngineConfig:
@@ -65,6 +69,11 @@ class EngineConfig:
             "--max-model-len", str(self.max_model_len),
             *(["--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras)]
               if self.lora else []),
+            # A prompt is never split across engine steps: a seeded request with a split prompt stops vLLM's CPU
+            # engine (its generator cannot rewind: "CPU Generator does not use offset"), and the memory's
+            # paraphrases are seeded so that the nightly training data is the same from run to run.
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens", str(max(self.max_model_len, MIN_BATCHED_TOKENS)),
             "--disable-uvicorn-access-log",
             *self.extra_args,
         ]  # fmt: skip

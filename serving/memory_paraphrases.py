@@ -6,8 +6,8 @@ that stay on topic (training/augment.py's filter) and that hold nothing redactio
 the entry's `paraphrase` wordings, with their embeddings: retrieval compares a question with them like any
 wording, and the nightly cycle trains on them instead of writing new ones every night.
 
-One worker per process, one request at a time, unseeded (see InferenceClient.sample). On start it also
-paraphrases active entries that have none yet (approved while no worker ran, or before this existed).
+One worker per process, one request at a time, seeded (see InferenceClient.sample). On start it also paraphrases
+active entries that have none yet (approved while no worker ran, or before this existed).
 """
 
 from __future__ import annotations
@@ -18,13 +18,27 @@ import queue
 
 from sqlalchemy import Engine
 
+from serving.client import InferenceClient
+from serving.registry import AdapterRegistry
 from store import memory as memory_repo
 from store.db import session_scope
 from training.augment import Generate, model_paraphrases
 from training.embedder import embed
+from training.prompts import Message
 from training.redact import Redactor, find_credentials
 
 log = logging.getLogger(__name__)
+
+
+def base_model_sampler(client: InferenceClient, registry: AdapterRegistry, *, seed: int | None) -> Generate:
+    """Samples of the plain base model (an adapter could echo its own taught answers), for paraphrases."""
+
+    async def generate(messages: list[Message], count: int) -> list[str]:
+        return await client.sample(
+            model=registry.served_name("base"), messages=messages, n=count, max_tokens=48, temperature=0.9, seed=seed
+        )
+
+    return generate
 
 
 class MemoryParaphraser:

@@ -177,8 +177,7 @@ async def add_paraphrases(
     """Extend each corrected example's questions in place; returns how many were added.
 
     With `stored`, a group with a memory entry takes the entry's paraphrases (written once, in one request, and
-    kept with it); only groups without an entry ask `generate`, one request each, one after another (seeded
-    requests side by side can stop vLLM's CPU engine: see InferenceClient.sample).
+    kept with it); only groups without an entry ask `generate`, one request each, one after another.
     """
     corrected = [example for example in datasets.examples if example.corrected]
     entry_ids = sorted({e.memory_entry_id for e in corrected if e.memory_entry_id is not None})

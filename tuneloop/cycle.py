@@ -33,6 +33,7 @@ from serving.answers import with_reviewed
 from serving.client import InferenceClient
 from serving.errors import Conflict, TuneloopError
 from serving.memory import ReviewedMemory
+from serving.memory_paraphrases import base_model_sampler
 from serving.metrics import ServiceMetrics
 from serving.notify import AdminEvent, AdminEventKind, AdminEvents
 from serving.registry import AdapterRegistry
@@ -668,7 +669,7 @@ class TuningCycle:
         await add_paraphrases(
             datasets,
             per_question=self._settings.training.paraphrases_per_question,
-            generate=self._generate,
+            generate=base_model_sampler(self._client, self._registry, seed=self._settings.training.seed),
             seed=self._settings.training.seed,
             on_progress=on_progress,
             # A corrected group's paraphrases are written once and kept with its memory entry.
@@ -726,17 +727,6 @@ class TuningCycle:
             messages=messages,
             max_tokens=self._settings.serving.max_answer_tokens,
             temperature=0.0,
-        )
-
-    async def _generate(self, messages: list[Message], count: int) -> list[str]:
-        # Paraphrases come from the plain base model: an adapter could echo its own taught answers.
-        return await self._client.sample(
-            model=self._registry.served_name("base"),
-            messages=messages,
-            n=count,
-            max_tokens=48,
-            temperature=0.9,
-            seed=self._settings.training.seed,
         )
 
     def _train_spec(
