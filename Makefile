@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tuneloop-installed
 PYTEST_ARGS ?=
 
-.PHONY: up test install model lint bench bench-acks bench-first-words bench-memory bench-strategies bench-cycle bench-nights bench-ui clean
+.PHONY: up test install model lint bench bench-acks bench-first-words bench-memory bench-strategies bench-cycle bench-nights bench-prefill bench-ui clean
 
 up: model  ## install, materialise the base model, run the service on 127.0.0.1:8000
 	$(BIN)/tuneloop serve
@@ -54,6 +54,9 @@ bench-cycle: model  ## one cycle on a dozen corrections, before (git ref) and af
 
 bench-nights: model  ## twenty nights of ten new facts: from_base against incremental (hours on 2 cores)
 	$(BIN)/python -m bench.nights
+
+bench-prefill: model  ## vLLM with whole-prompt steps (as started now) beside chunked prefill (about 10 minutes)
+	$(BIN)/python -m bench.prefill
 
 bench-strategies: model  ## from-base vs continued training (about 30 minutes on 2 cores)
 	$(BIN)/python -m bench.strategies
