@@ -122,9 +122,9 @@ async def model_paraphrases(
     """Up to `count` distinct on-topic rewordings of `question` written by the model, in one request.
 
     `accept` may refuse more (the memory refuses what it could not store). Raises what `generate` raises."""
-    candidates = await generate(paraphrase_prompt(question), count * 3)
     if count <= 0:
         return []  # paraphrases_per_question=0: no request (vLLM refuses n=0 with a 400)
+    candidates = await generate(paraphrase_prompt(question), count * 3)
     chosen: list[str] = []
     seen = {normalise_question(question)}
     for candidate in candidates:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.augment import acceptable_paraphrase, add_paraphrases, paraphrases
+from training.augment import acceptable_paraphrase, add_paraphrases, model_paraphrases, paraphrases
 from training.datasets import Datasets, Example, Message, normalise_question
 
 
@@ -75,3 +75,15 @@ async def test_anchors_pair_general_questions_with_the_base_models_answers() -> 
     assert all(e.anchor and not e.corrected for e in data.examples)
     assert data.counts()["sft_anchors"] == added
     assert data.counts()["sft_upvoted"] == 0
+
+
+async def test_no_request_is_sent_for_zero_paraphrases() -> None:
+    # vLLM refuses n=0 with a 400: paraphrases_per_question=0 must not ask the model at all.
+    asked: list[int] = []
+
+    async def generate(messages: list[Message], n: int) -> list[str]:
+        asked.append(n)
+        return []
+
+    assert await model_paraphrases("When is payroll?", count=0, generate=generate) == []
+    assert asked == []
